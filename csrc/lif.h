@@ -1,0 +1,160 @@
+// The leaky integrate-and-fire math, written once. Both the CPU loops
+// (lif_cpu.h) and the CUDA kernels (lif_cuda.cu) call these functions;
+// nothing else in csrc/ knows the recurrence.
+//
+// Notation (per batch row b and neuron n, time t = 0 .. T-1):
+//   I[t]  input current                     currents[b, t, n] (+ bias[n])
+//   d     decay = 1 - 1/tau                 (computed by the caller, float32)
+//   θ     threshold
+//   v[-1] initial membrane                  initial_membrane[b, n]
+//
+// Forward (the seed notebook's LIFLayer, exactly):
+//   u[t] = d · v[t-1] + I[t]          charge (multiply, round, add, round)
+//   s[t] = H(u[t] - θ) = [u[t] > θ]   spike (strict >)
+//   v[t] = reset(u[t], s[t])
+//          zero:     v = u · (1 - s)
+//          subtract: v = u - s · θ
+//          none:     v = u
+// The kernels save u[t] ("membrane"); s[t] and v[t] are recomputed from it.
+//
+// Backward: the spike's derivative is replaced by a surrogate
+//   ∂s/∂u = σ'(u - θ) = -∂s/∂θ, where, with x = u - θ,
+//          fast_sigmoid: 1 / (1 + |αx|)²
+//          atan:         (α/2) / (1 + (π/2 · α · x)²)
+//          sigmoid:      α · sig(αx) · (1 - sig(αx))
+//          triangle:     max(0, 1 - |αx|)
+// and, for t = T-1 .. 0, with gv[T-1] = dL/dv[T-1] (the final membrane's
+// gradient) and gs[t] = dL/ds[t] (the spike output's gradient):
+//   gŝ[t] = gs[t] + gv[t] · ∂v/∂s     (∂v/∂s = -u, -θ, 0; 0 if detach_reset)
+//   gu[t] = gv[t] · ∂v/∂u + gŝ[t] · σ'(u[t] - θ)
+//                                      (∂v/∂u = 1 - s, 1, 1)
+//   dL/dI[t]   = gu[t]
+//   gv[t-1]    = gu[t] · d
+//   dL/dd     += gu[t] · v[t-1]
+//   dL/dθ     += -gŝ[t] · σ'(u[t] - θ) + gv[t] · ∂v/∂θ   (∂v/∂θ = 0, -s, 0)
+// and dL/dv[-1] = gv[-1].  This is exactly the autodiff of the forward pass
+// through tf.custom_gradient, including the path through the reset.
+#ifndef FUSED_LIF_LIF_H_
+#define FUSED_LIF_LIF_H_
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define LIF_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define LIF_HOST_DEVICE inline
+#endif
+
+namespace fused_lif {
+
+enum class Surrogate : int { kFastSigmoid = 0, kAtan = 1, kSigmoid = 2, kTriangle = 3 };
+enum class Reset : int { kZero = 0, kSubtract = 1, kNone = 2 };
+
+// Round-to-nearest multiply and add that the compiler may not fuse into an
+// FMA: TensorFlow computes the reference as separate ops, so must we.
+// (Host code is also compiled with -ffp-contract=off.)
+LIF_HOST_DEVICE float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+LIF_HOST_DEVICE float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+LIF_HOST_DEVICE float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+
+// I[t] = currents + bias, rounded to the element type T as TensorFlow's add
+// of two T tensors would be.
+template <typename T>
+LIF_HOST_DEVICE float lif_current(T current, float bias) {
+  return static_cast<float>(static_cast<T>(add_rn(static_cast<float>(current), bias)));
+}
+
+// u[t] = d · v[t-1] + I[t]
+LIF_HOST_DEVICE float lif_charge(float decay, float v_prev, float current) {
+  return add_rn(mul_rn(v_prev, decay), current);
+}
+
+// s[t] = [u[t] > θ]   (NaN never spikes)
+LIF_HOST_DEVICE float lif_spike(float u, float threshold) {
+  return u > threshold ? 1.0f : 0.0f;
+}
+
+// v[t] = reset(u[t], s[t])
+template <Reset R>
+LIF_HOST_DEVICE float lif_reset(float u, float s, float threshold) {
+  if (R == Reset::kZero) return mul_rn(u, 1.0f - s);
+  if (R == Reset::kSubtract) return sub_rn(u, mul_rn(s, threshold));
+  return u;
+}
+
+// σ'(x), x = u - θ
+template <Surrogate S>
+LIF_HOST_DEVICE float lif_surrogate(float x, float alpha) {
+  if (S == Surrogate::kFastSigmoid) {
+    const float a = 1.0f + fabsf(alpha * x);
+    return 1.0f / (a * a);
+  }
+  if (S == Surrogate::kAtan) {
+    const float z = 1.5707963267948966f * alpha * x;
+    return (0.5f * alpha) / (1.0f + z * z);
+  }
+  if (S == Surrogate::kSigmoid) {
+    const float sig = 1.0f / (1.0f + expf(-alpha * x));
+    return alpha * sig * (1.0f - sig);
+  }
+  return fmaxf(0.0f, 1.0f - fabsf(alpha * x));
+}
+
+// Gradients accumulated over t by one (b, n) column.
+struct LifColumnGrads {
+  float membrane;   // gv: dL/dv[t], carried backward through time
+  float decay;      // Σ_t gu[t] · v[t-1]
+  float threshold;  // Σ_t -gŝ[t] σ'[t] + gv[t] ∂v/∂θ
+  float bias;       // Σ_t gu[t]
+};
+
+// One backward step at time t. `u` is u[t], `v_prev` is v[t-1] and
+// `grad_spike` is gs[t]; returns dL/dI[t] and updates `g` in place.
+template <Surrogate S, Reset R>
+LIF_HOST_DEVICE float lif_backward_step(float u, float v_prev, float grad_spike,
+                                        float decay, float threshold, float alpha,
+                                        bool detach_reset, LifColumnGrads& g) {
+  const float s = lif_spike(u, threshold);
+  const float sg = lif_surrogate<S>(u - threshold, alpha);
+  const float gv = g.membrane;
+  float dv_du = 1.0f, dv_ds = 0.0f, dv_dth = 0.0f;
+  if (R == Reset::kZero) {
+    dv_du = 1.0f - s;
+    dv_ds = -u;
+  } else if (R == Reset::kSubtract) {
+    dv_ds = -threshold;
+    dv_dth = -s;
+  }
+  // Without a gradient path through the reset (none, or detach_reset), the
+  // term gv · ∂v/∂s is absent, not zero: 0 · inf would be NaN.
+  const bool reset_path = R != Reset::kNone && !detach_reset;
+  const float gs_total = reset_path ? grad_spike + gv * dv_ds : grad_spike;
+  const float gu = gv * dv_du + gs_total * sg;
+  g.decay += gu * v_prev;
+  g.threshold += R == Reset::kSubtract ? gv * dv_dth - gs_total * sg : -gs_total * sg;
+  g.bias += gu;
+  g.membrane = gu * decay;
+  return gu;
+}
+
+}  // namespace fused_lif
+
+#endif  // FUSED_LIF_LIF_H_

@@ -1,0 +1,184 @@
+// CPU loops of the fused LIF op: the time loop runs inside the kernel, over
+// tiles of (batch row, block of neurons). The inner loop runs over
+// contiguous neurons so that it vectorizes; the math is lif.h's.
+//
+// Header-only templates over the element type T (float, Eigen::half,
+// Eigen::bfloat16: anything with static_cast to and from float), so that the
+// TensorFlow op and the framework-free bindings instantiate the same code.
+// Callers split [0, lif_cpu_tiles(...)) over threads as they like: tiles
+// are independent and each writes only its own outputs.
+#ifndef FUSED_LIF_LIF_CPU_H_
+#define FUSED_LIF_LIF_CPU_H_
+
+#include <algorithm>
+#include <cstdint>
+
+#include "lif.h"
+#include "lif_kernels.h"
+
+namespace fused_lif {
+
+constexpr int64_t kCpuBlock = 256;  // neurons per tile
+
+inline int64_t lif_cpu_tiles(int64_t batch, int64_t neurons) {
+  return batch * ((neurons + kCpuBlock - 1) / kCpuBlock);
+}
+
+// Rough cost of one tile in cycles, for the thread pool's sharding.
+inline int64_t lif_cpu_tile_cost(int64_t time) { return 20 * kCpuBlock * std::max<int64_t>(time, 1); }
+
+namespace cpu_detail {
+
+struct Tile {
+  int64_t b, n0, len;
+};
+inline Tile tile_at(int64_t tile, int64_t neurons) {
+  const int64_t blocks = (neurons + kCpuBlock - 1) / kCpuBlock;
+  const int64_t n0 = (tile % blocks) * kCpuBlock;
+  return {tile / blocks, n0, std::min(kCpuBlock, neurons - n0)};
+}
+
+// Copies a per-neuron (stride 1) or shared (stride 0) parameter of a tile.
+template <typename P>
+inline void load_param(const P* p, int64_t stride, const Tile& tile, float* out) {
+  for (int64_t i = 0; i < tile.len; ++i) out[i] = static_cast<float>(p[(tile.n0 + i) * stride]);
+}
+
+template <typename T, Reset R>
+void forward_tiles(const LifForwardArgs& a, int64_t begin, int64_t end) {
+  const int64_t N = a.neurons;
+  const T* currents = static_cast<const T*>(a.currents);
+  T* spikes = static_cast<T*>(a.spikes);
+  float decay[kCpuBlock], threshold[kCpuBlock], bias[kCpuBlock], v[kCpuBlock];
+  for (int64_t k = begin; k < end; ++k) {
+    const Tile tile = tile_at(k, N);
+    load_param(static_cast<const T*>(a.bias), a.bias_stride, tile, bias);
+    load_param(a.decay, a.decay_stride, tile, decay);
+    load_param(a.threshold, a.threshold_stride, tile, threshold);
+    const int64_t state = tile.b * N + tile.n0;
+    for (int64_t i = 0; i < tile.len; ++i) v[i] = a.initial_membrane[state + i];
+    for (int64_t t = 0; t < a.time; ++t) {
+      const int64_t row = (tile.b * a.time + t) * N + tile.n0;
+      for (int64_t i = 0; i < tile.len; ++i) {
+        const float u = lif_charge(decay[i], v[i], lif_current(currents[row + i], bias[i]));
+        const float s = lif_spike(u, threshold[i]);
+        a.membrane[row + i] = u;
+        spikes[row + i] = static_cast<T>(s);
+        v[i] = lif_reset<R>(u, s, threshold[i]);
+      }
+    }
+    for (int64_t i = 0; i < tile.len; ++i) a.final_membrane[state + i] = v[i];
+  }
+}
+
+template <typename T, Surrogate S, Reset R>
+void backward_tiles(const LifBackwardArgs& a, int64_t begin, int64_t end) {
+  const int64_t N = a.neurons, BN = a.batch * a.neurons;
+  const T* grad_spikes = static_cast<const T*>(a.grad_spikes);
+  T* grad_currents = static_cast<T*>(a.grad_currents);
+  float decay[kCpuBlock], threshold[kCpuBlock], v_prev[kCpuBlock];
+  float g_membrane[kCpuBlock], g_decay[kCpuBlock], g_threshold[kCpuBlock], g_bias[kCpuBlock];
+  for (int64_t k = begin; k < end; ++k) {
+    const Tile tile = tile_at(k, N);
+    load_param(a.decay, a.decay_stride, tile, decay);
+    load_param(a.threshold, a.threshold_stride, tile, threshold);
+    const int64_t state = tile.b * N + tile.n0;
+    for (int64_t i = 0; i < tile.len; ++i) {
+      g_membrane[i] = a.grad_final_membrane[state + i];
+      g_decay[i] = g_threshold[i] = g_bias[i] = 0.0f;
+    }
+    for (int64_t t = a.time - 1; t >= 0; --t) {
+      const int64_t row = (tile.b * a.time + t) * N + tile.n0;
+      // v[t-1]: recomputed from u[t-1], or the initial membrane at t = 0.
+      if (t > 0) {
+        const float* u_prev = a.membrane + row - N;
+        for (int64_t i = 0; i < tile.len; ++i)
+          v_prev[i] = lif_reset<R>(u_prev[i], lif_spike(u_prev[i], threshold[i]), threshold[i]);
+      } else {
+        for (int64_t i = 0; i < tile.len; ++i) v_prev[i] = a.initial_membrane[state + i];
+      }
+      for (int64_t i = 0; i < tile.len; ++i) {
+        LifColumnGrads g{g_membrane[i], g_decay[i], g_threshold[i], g_bias[i]};
+        const float grad_current = lif_backward_step<S, R>(
+            a.membrane[row + i], v_prev[i], static_cast<float>(grad_spikes[row + i]), decay[i],
+            threshold[i], a.alpha, a.detach_reset, g);
+        grad_currents[row + i] = static_cast<T>(grad_current);
+        g_membrane[i] = g.membrane;
+        g_decay[i] = g.decay;
+        g_threshold[i] = g.threshold;
+        g_bias[i] = g.bias;
+      }
+    }
+    for (int64_t i = 0; i < tile.len; ++i) {
+      a.grad_initial_membrane[state + i] = g_membrane[i];
+      a.scratch[state + i] = g_decay[i];
+      a.scratch[BN + state + i] = g_threshold[i];
+      a.scratch[2 * BN + state + i] = g_bias[i];
+    }
+  }
+}
+
+// Sums one scratch row [batch, neurons] over the batch (stride 1) or over
+// everything (stride 0), in a fixed order.
+template <typename P>
+void reduce_scratch(const float* rows, int64_t batch, int64_t neurons, int64_t stride, P* out) {
+  if (stride == 1) {
+    for (int64_t n = 0; n < neurons; ++n) {
+      float sum = 0.0f;
+      for (int64_t b = 0; b < batch; ++b) sum += rows[b * neurons + n];
+      out[n] = static_cast<P>(sum);
+    }
+  } else {
+    float sum = 0.0f;
+    for (int64_t j = 0; j < batch * neurons; ++j) sum += rows[j];
+    out[0] = static_cast<P>(sum);
+  }
+}
+
+template <typename T, Surrogate S>
+void backward_tiles_for(const LifBackwardArgs& a, int64_t begin, int64_t end) {
+  switch (a.reset) {
+    case Reset::kZero: return backward_tiles<T, S, Reset::kZero>(a, begin, end);
+    case Reset::kSubtract: return backward_tiles<T, S, Reset::kSubtract>(a, begin, end);
+    case Reset::kNone: return backward_tiles<T, S, Reset::kNone>(a, begin, end);
+  }
+}
+
+}  // namespace cpu_detail
+
+// Runs the forward scan on tiles [begin, end).
+template <typename T>
+void lif_forward_cpu(const LifForwardArgs& a, int64_t begin, int64_t end) {
+  switch (a.reset) {
+    case Reset::kZero: return cpu_detail::forward_tiles<T, Reset::kZero>(a, begin, end);
+    case Reset::kSubtract: return cpu_detail::forward_tiles<T, Reset::kSubtract>(a, begin, end);
+    case Reset::kNone: return cpu_detail::forward_tiles<T, Reset::kNone>(a, begin, end);
+  }
+}
+
+// Runs the backward scan on tiles [begin, end); fills a.scratch for them.
+template <typename T>
+void lif_backward_cpu(const LifBackwardArgs& a, int64_t begin, int64_t end) {
+  using cpu_detail::backward_tiles_for;
+  switch (a.surrogate) {
+    case Surrogate::kFastSigmoid: return backward_tiles_for<T, Surrogate::kFastSigmoid>(a, begin, end);
+    case Surrogate::kAtan: return backward_tiles_for<T, Surrogate::kAtan>(a, begin, end);
+    case Surrogate::kSigmoid: return backward_tiles_for<T, Surrogate::kSigmoid>(a, begin, end);
+    case Surrogate::kTriangle: return backward_tiles_for<T, Surrogate::kTriangle>(a, begin, end);
+  }
+}
+
+// After every tile's backward: the parameter gradients from a.scratch.
+template <typename T>
+void lif_backward_reduce_cpu(const LifBackwardArgs& a) {
+  const int64_t BN = a.batch * a.neurons;
+  cpu_detail::reduce_scratch(a.scratch, a.batch, a.neurons, a.decay_stride, a.grad_decay);
+  cpu_detail::reduce_scratch(a.scratch + BN, a.batch, a.neurons, a.threshold_stride,
+                             a.grad_threshold);
+  cpu_detail::reduce_scratch(a.scratch + 2 * BN, a.batch, a.neurons, a.bias_stride,
+                             static_cast<T*>(a.grad_bias));
+}
+
+}  // namespace fused_lif
+
+#endif  // FUSED_LIF_LIF_CPU_H_

@@ -1,0 +1,271 @@
+// CUDA kernels of the fused LIF op: one thread per (batch row, neuron)
+// column, looping over time; neighbouring threads touch neighbouring neurons,
+// so every load and store is coalesced. The math is lif.h's. No TensorFlow
+// header: launchers take raw pointers and a stream.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "lif.h"
+#include "lif_kernels.h"
+
+namespace fused_lif {
+namespace {
+
+constexpr int kThreads = 256;
+
+inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+template <typename T, Reset R>
+__global__ void lif_forward_kernel(const LifForwardArgs a) {
+  const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;  // b·N + n
+  if (col >= a.batch * a.neurons) return;
+  const int64_t N = a.neurons, b = col / N, n = col % N;
+  const T* currents = static_cast<const T*>(a.currents);
+  T* spikes = static_cast<T*>(a.spikes);
+  const float bias = static_cast<float>(static_cast<const T*>(a.bias)[n * a.bias_stride]);
+  const float decay = a.decay[n * a.decay_stride];
+  const float threshold = a.threshold[n * a.threshold_stride];
+  float v = a.initial_membrane[col];
+  int64_t idx = b * a.time * N + n;  // [b, t, n], 64-bit
+  for (int64_t t = 0; t < a.time; ++t, idx += N) {
+    const float u = lif_charge(decay, v, lif_current(currents[idx], bias));
+    const float s = lif_spike(u, threshold);
+    a.membrane[idx] = u;
+    spikes[idx] = static_cast<T>(s);
+    v = lif_reset<R>(u, s, threshold);
+  }
+  a.final_membrane[col] = v;
+}
+
+template <typename T, Surrogate S, Reset R>
+__global__ void lif_backward_kernel(const LifBackwardArgs a) {
+  const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t BN = a.batch * a.neurons;
+  if (col >= BN) return;
+  const int64_t N = a.neurons, b = col / N, n = col % N;
+  const T* grad_spikes = static_cast<const T*>(a.grad_spikes);
+  T* grad_currents = static_cast<T*>(a.grad_currents);
+  const float decay = a.decay[n * a.decay_stride];
+  const float threshold = a.threshold[n * a.threshold_stride];
+  LifColumnGrads g{a.grad_final_membrane[col], 0.0f, 0.0f, 0.0f};
+  int64_t idx = (b * a.time + a.time - 1) * N + n;
+  float u = a.time > 0 ? a.membrane[idx] : 0.0f;
+  for (int64_t t = a.time - 1; t >= 0; --t, idx -= N) {
+    // v[t-1]: recomputed from u[t-1], or the initial membrane at t = 0.
+    float u_prev = 0.0f, v_prev = a.initial_membrane[col];
+    if (t > 0) {
+      u_prev = a.membrane[idx - N];
+      v_prev = lif_reset<R>(u_prev, lif_spike(u_prev, threshold), threshold);
+    }
+    const float grad_current = lif_backward_step<S, R>(
+        u, v_prev, static_cast<float>(grad_spikes[idx]), decay, threshold, a.alpha,
+        a.detach_reset, g);
+    grad_currents[idx] = static_cast<T>(grad_current);
+    u = u_prev;
+  }
+  a.grad_initial_membrane[col] = g.membrane;
+  a.scratch[col] = g.decay;
+  a.scratch[BN + col] = g.threshold;
+  a.scratch[2 * BN + col] = g.bias;
+}
+
+// out[n] = Σ_b rows[b, n], b ascending (deterministic).
+template <typename P>
+__global__ void sum_over_batch_kernel(const float* rows, int64_t batch, int64_t neurons, P* out) {
+  const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (n >= neurons) return;
+  float sum = 0.0f;
+  for (int64_t b = 0; b < batch; ++b) sum += rows[b * neurons + n];
+  out[n] = static_cast<P>(sum);
+}
+
+// out[0] = Σ_j rows[j], in one block with a fixed reduction tree.
+template <typename P>
+__global__ void sum_all_kernel(const float* rows, int64_t count, P* out) {
+  __shared__ float partial[kThreads];
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < count; j += kThreads) sum += rows[j];
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[0] = static_cast<P>(partial[0]);
+}
+
+template <typename P>
+void reduce_scratch(const float* rows, int64_t batch, int64_t neurons, int64_t stride, P* out,
+                    cudaStream_t stream) {
+  if (stride == 1) {
+    if (neurons > 0) sum_over_batch_kernel<P><<<blocks_for(neurons), kThreads, 0, stream>>>(rows, batch, neurons, out);
+  } else {
+    sum_all_kernel<P><<<1, kThreads, 0, stream>>>(rows, batch * neurons, out);
+  }
+}
+
+template <typename T>
+int forward(const LifForwardArgs& a, cudaStream_t stream) {
+  const int64_t columns = a.batch * a.neurons;
+  if (columns == 0) return cudaSuccess;
+  switch (a.reset) {
+    case Reset::kZero:
+      lif_forward_kernel<T, Reset::kZero><<<blocks_for(columns), kThreads, 0, stream>>>(a);
+      break;
+    case Reset::kSubtract:
+      lif_forward_kernel<T, Reset::kSubtract><<<blocks_for(columns), kThreads, 0, stream>>>(a);
+      break;
+    case Reset::kNone:
+      lif_forward_kernel<T, Reset::kNone><<<blocks_for(columns), kThreads, 0, stream>>>(a);
+      break;
+  }
+  return cudaGetLastError();
+}
+
+template <typename T, Surrogate S>
+void launch_backward(const LifBackwardArgs& a, cudaStream_t stream) {
+  const unsigned blocks = blocks_for(a.batch * a.neurons);
+  switch (a.reset) {
+    case Reset::kZero:
+      lif_backward_kernel<T, S, Reset::kZero><<<blocks, kThreads, 0, stream>>>(a);
+      break;
+    case Reset::kSubtract:
+      lif_backward_kernel<T, S, Reset::kSubtract><<<blocks, kThreads, 0, stream>>>(a);
+      break;
+    case Reset::kNone:
+      lif_backward_kernel<T, S, Reset::kNone><<<blocks, kThreads, 0, stream>>>(a);
+      break;
+  }
+}
+
+template <typename T>
+int backward(const LifBackwardArgs& a, cudaStream_t stream) {
+  const int64_t BN = a.batch * a.neurons;
+  if (BN > 0) {
+    switch (a.surrogate) {
+      case Surrogate::kFastSigmoid: launch_backward<T, Surrogate::kFastSigmoid>(a, stream); break;
+      case Surrogate::kAtan: launch_backward<T, Surrogate::kAtan>(a, stream); break;
+      case Surrogate::kSigmoid: launch_backward<T, Surrogate::kSigmoid>(a, stream); break;
+      case Surrogate::kTriangle: launch_backward<T, Surrogate::kTriangle>(a, stream); break;
+    }
+    const int err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  reduce_scratch(a.scratch, a.batch, a.neurons, a.decay_stride, a.grad_decay, stream);
+  reduce_scratch(a.scratch + BN, a.batch, a.neurons, a.threshold_stride, a.grad_threshold, stream);
+  reduce_scratch(a.scratch + 2 * BN, a.batch, a.neurons, a.bias_stride,
+                 static_cast<T*>(a.grad_bias), stream);
+  return cudaGetLastError();
+}
+
+// Device memory for the host-pointer entry points.
+class DeviceBuffers {
+ public:
+  ~DeviceBuffers() {
+    for (void* p : owned_) cudaFree(p);
+  }
+  // Copies `count` floats to the device (if `host` is given) and returns the
+  // device pointer; records the first error.
+  float* in(const void* host, int64_t count) {
+    void* dev = nullptr;
+    const size_t bytes = static_cast<size_t>(count > 0 ? count : 1) * sizeof(float);
+    if (error_ == cudaSuccess) error_ = cudaMalloc(&dev, bytes);
+    if (error_ == cudaSuccess) owned_.push_back(dev);
+    if (error_ == cudaSuccess && host != nullptr && count > 0)
+      error_ = cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice);
+    return static_cast<float*>(dev);
+  }
+  void out(void* host, const void* dev, int64_t count) {
+    if (error_ == cudaSuccess && count > 0)
+      error_ = cudaMemcpy(host, dev, count * sizeof(float), cudaMemcpyDeviceToHost);
+  }
+  void record(int err) {
+    if (error_ == cudaSuccess) error_ = static_cast<cudaError_t>(err);
+  }
+  int error() const { return error_; }
+
+ private:
+  std::vector<void*> owned_;
+  cudaError_t error_ = cudaSuccess;
+};
+
+inline int64_t param_size(int64_t stride, int64_t neurons) { return stride ? neurons : 1; }
+
+}  // namespace
+
+int lif_forward_cuda(const LifForwardArgs& args, DType dtype, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::kFloat16: return forward<__half>(args, s);
+    case DType::kBFloat16: return forward<__nv_bfloat16>(args, s);
+    default: return forward<float>(args, s);
+  }
+}
+
+int lif_backward_cuda(const LifBackwardArgs& args, DType dtype, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::kFloat16: return backward<__half>(args, s);
+    case DType::kBFloat16: return backward<__nv_bfloat16>(args, s);
+    default: return backward<float>(args, s);
+  }
+}
+
+int lif_forward_cuda_from_host(const LifForwardArgs& h) {
+  const int64_t seq = h.batch * h.time * h.neurons, state = h.batch * h.neurons;
+  DeviceBuffers buf;
+  LifForwardArgs d = h;
+  d.currents = buf.in(h.currents, seq);
+  d.bias = buf.in(h.bias, param_size(h.bias_stride, h.neurons));
+  d.decay = buf.in(h.decay, param_size(h.decay_stride, h.neurons));
+  d.threshold = buf.in(h.threshold, param_size(h.threshold_stride, h.neurons));
+  d.initial_membrane = buf.in(h.initial_membrane, state);
+  d.spikes = buf.in(nullptr, seq);
+  d.membrane = buf.in(nullptr, seq);
+  d.final_membrane = buf.in(nullptr, state);
+  if (buf.error() == cudaSuccess) buf.record(forward<float>(d, nullptr));
+  buf.out(h.spikes, d.spikes, seq);
+  buf.out(h.membrane, d.membrane, seq);
+  buf.out(h.final_membrane, d.final_membrane, state);
+  return buf.error();
+}
+
+int lif_backward_cuda_from_host(const LifBackwardArgs& h) {
+  const int64_t seq = h.batch * h.time * h.neurons, state = h.batch * h.neurons;
+  DeviceBuffers buf;
+  LifBackwardArgs d = h;
+  d.grad_spikes = buf.in(h.grad_spikes, seq);
+  d.grad_final_membrane = buf.in(h.grad_final_membrane, state);
+  d.membrane = buf.in(h.membrane, seq);
+  d.initial_membrane = buf.in(h.initial_membrane, state);
+  d.decay = buf.in(h.decay, param_size(h.decay_stride, h.neurons));
+  d.threshold = buf.in(h.threshold, param_size(h.threshold_stride, h.neurons));
+  d.grad_currents = buf.in(nullptr, seq);
+  d.grad_initial_membrane = buf.in(nullptr, state);
+  d.grad_bias = buf.in(nullptr, param_size(h.bias_stride, h.neurons));
+  d.grad_decay = buf.in(nullptr, param_size(h.decay_stride, h.neurons));
+  d.grad_threshold = buf.in(nullptr, param_size(h.threshold_stride, h.neurons));
+  d.scratch = buf.in(nullptr, kScratchRows * state);
+  if (buf.error() == cudaSuccess) buf.record(backward<float>(d, nullptr));
+  buf.out(h.grad_currents, d.grad_currents, seq);
+  buf.out(h.grad_initial_membrane, d.grad_initial_membrane, state);
+  buf.out(h.grad_bias, d.grad_bias, param_size(h.bias_stride, h.neurons));
+  buf.out(h.grad_decay, d.grad_decay, param_size(h.decay_stride, h.neurons));
+  buf.out(h.grad_threshold, d.grad_threshold, param_size(h.threshold_stride, h.neurons));
+  return buf.error();
+}
+
+int lif_cuda_device_count() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
+const char* lif_cuda_error_string(int error) {
+  return cudaGetErrorString(static_cast<cudaError_t>(error));
+}
+
+}  // namespace fused_lif

@@ -1,0 +1,374 @@
+// TensorFlow registration of the fused LIF ops: op schemas, shape functions,
+// input validation (once, at entry) and the kernels for each device. The
+// loops live in lif_cpu.h and lif_cuda.cu, the math in lif.h.
+#define EIGEN_USE_THREADS
+
+#include <cmath>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "lif_cpu.h"
+#include "lif_kernels.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+#if GOOGLE_CUDA
+#include "tensorflow/core/platform/stream_executor.h"
+#endif
+
+namespace fused_lif {
+namespace {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::DEVICE_GPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+// Device tags for the kernels below.
+struct CPUDevice {};
+struct GPUDevice {};
+
+using Status = absl::Status;
+
+template <typename... Args>
+Status InvalidArgument(const Args&... args) {
+  return absl::InvalidArgumentError(absl::StrCat(args...));
+}
+
+// ---------------------------------------------------------------- schemas --
+
+// A per-neuron parameter: a scalar, or a vector of `neurons`.
+Status ParamShape(InferenceContext* c, int input, DimensionHandle neurons) {
+  ShapeHandle shape;
+  TF_RETURN_IF_ERROR(c->WithRankAtMost(c->input(input), 1, &shape));
+  if (c->RankKnown(shape) && c->Rank(shape) == 1) {
+    DimensionHandle unused;
+    TF_RETURN_IF_ERROR(c->Merge(c->Dim(shape, 0), neurons, &unused));
+  }
+  return Status();
+}
+
+// [batch, time, neurons] currents (or gradients) and [batch, neurons] state.
+Status SequenceShapes(InferenceContext* c, int sequence, int state, ShapeHandle* seq,
+                      ShapeHandle* state_shape) {
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(sequence), 3, seq));
+  ShapeHandle s;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(state), 2, &s));
+  ShapeHandle expected = c->MakeShape({c->Dim(*seq, 0), c->Dim(*seq, 2)});
+  TF_RETURN_IF_ERROR(c->Merge(s, expected, state_shape));
+  // Refine the sequence with what the state knows of batch and neurons.
+  TF_RETURN_IF_ERROR(
+      c->ReplaceDim(*seq, 0, c->Dim(*state_shape, 0), seq));
+  return c->ReplaceDim(*seq, 2, c->Dim(*state_shape, 1), seq);
+}
+
+#define FUSED_LIF_ATTRS                                                            \
+  Attr("T: {float, half, bfloat16}")                                               \
+      .Attr("alpha: float = 10.0")                                                 \
+      .Attr("surrogate: {'fast_sigmoid', 'atan', 'sigmoid', 'triangle'} = 'fast_sigmoid'") \
+      .Attr("reset: {'zero', 'subtract', 'none'} = 'zero'")                         \
+      .Attr("detach_reset: bool = false")
+
+REGISTER_OP("FusedLif>LifForward")
+    .Input("currents: T")              // [batch, time, neurons]
+    .Input("bias: T")                  // [neurons] or []
+    .Input("decay: float")             // [neurons] or []: 1 - 1/tau
+    .Input("threshold: float")         // [neurons] or []
+    .Input("initial_membrane: float")  // [batch, neurons]: v[-1]
+    .Output("spikes: T")               // [batch, time, neurons]: s[t]
+    .Output("membrane: float")         // [batch, time, neurons]: u[t], pre-reset
+    .Output("final_membrane: float")   // [batch, neurons]: v[T-1]
+    .FUSED_LIF_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle seq, state;
+      TF_RETURN_IF_ERROR(SequenceShapes(c, 0, 4, &seq, &state));
+      for (int param : {1, 2, 3}) TF_RETURN_IF_ERROR(ParamShape(c, param, c->Dim(seq, 2)));
+      c->set_output(0, seq);
+      c->set_output(1, seq);
+      c->set_output(2, state);
+      return Status();
+    })
+    .Doc("Leaky integrate-and-fire scan over time; see csrc/lif.h for the math.");
+
+REGISTER_OP("FusedLif>LifBackward")
+    .Input("grad_spikes: T")               // [batch, time, neurons]
+    .Input("grad_final_membrane: float")   // [batch, neurons]
+    .Input("membrane: float")              // [batch, time, neurons]: u[t]
+    .Input("initial_membrane: float")      // [batch, neurons]
+    .Input("bias: T")                      // [neurons] or []: only its shape is used
+    .Input("decay: float")                 // [neurons] or []
+    .Input("threshold: float")             // [neurons] or []
+    .Output("grad_currents: T")            // [batch, time, neurons]
+    .Output("grad_bias: T")                // like bias
+    .Output("grad_decay: float")           // like decay
+    .Output("grad_threshold: float")       // like threshold
+    .Output("grad_initial_membrane: float")  // [batch, neurons]
+    .FUSED_LIF_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle seq, state, membrane;
+      TF_RETURN_IF_ERROR(SequenceShapes(c, 0, 1, &seq, &state));
+      TF_RETURN_IF_ERROR(c->Merge(seq, c->input(2), &membrane));
+      TF_RETURN_IF_ERROR(c->Merge(state, c->input(3), &state));
+      for (int param : {4, 5, 6}) TF_RETURN_IF_ERROR(ParamShape(c, param, c->Dim(membrane, 2)));
+      c->set_output(0, membrane);
+      c->set_output(1, c->input(4));
+      c->set_output(2, c->input(5));
+      c->set_output(3, c->input(6));
+      c->set_output(4, state);
+      return Status();
+    })
+    .Doc("Surrogate-gradient backward of FusedLif>LifForward through time.");
+
+// ------------------------------------------------------------- validation --
+
+std::string ShapeString(const Tensor& t) { return t.shape().DebugString(); }
+
+// Attributes shared by both ops, checked when the kernel is built.
+struct LifAttrs {
+  float alpha = 10.0f;
+  Surrogate surrogate = Surrogate::kFastSigmoid;
+  Reset reset = Reset::kZero;
+  bool detach_reset = false;
+
+  explicit LifAttrs(OpKernelConstruction* ctx) {
+    std::string surrogate_name, reset_name;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &alpha));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("surrogate", &surrogate_name));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("reset", &reset_name));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("detach_reset", &detach_reset));
+    OP_REQUIRES(ctx, std::isfinite(alpha) && alpha >= 0.0f,
+                InvalidArgument("alpha (surrogate steepness) must be finite and >= 0, got ", alpha));
+    if (surrogate_name == "atan") surrogate = Surrogate::kAtan;
+    if (surrogate_name == "sigmoid") surrogate = Surrogate::kSigmoid;
+    if (surrogate_name == "triangle") surrogate = Surrogate::kTriangle;
+    if (reset_name == "subtract") reset = Reset::kSubtract;
+    if (reset_name == "none") reset = Reset::kNone;
+  }
+};
+
+// A per-neuron parameter: [] or [neurons]. Returns its stride (0 or 1).
+Status CheckParam(const char* name, const Tensor& t, int64_t neurons, int64_t* stride) {
+  const bool scalar = t.dims() == 0;
+  if (!scalar && !(t.dims() == 1 && t.dim_size(0) == neurons)) {
+    return InvalidArgument(name, " must be a scalar or a vector of one value per neuron [",
+                           neurons, "], got shape ", ShapeString(t));
+  }
+  *stride = scalar ? 0 : 1;
+  return Status();
+}
+
+// Values of decay (1 - 1/tau) and threshold; host memory only.
+Status CheckParamValues(const Tensor& decay, const Tensor& threshold) {
+  const auto d = decay.flat<float>();
+  for (int64_t i = 0; i < d.size(); ++i) {
+    if (!(std::isfinite(d(i)) && d(i) <= 1.0f)) {
+      return InvalidArgument("tau must be positive and finite: decay = 1 - 1/tau = ", d(i),
+                             " at index ", i, " (tau = ", 1.0 / (1.0 - d(i)), ")");
+    }
+  }
+  const auto th = threshold.flat<float>();
+  for (int64_t i = 0; i < th.size(); ++i) {
+    if (std::isnan(th(i))) return InvalidArgument("threshold is NaN at index ", i);
+  }
+  return Status();
+}
+
+Status CheckSequence(const char* name, const Tensor& t) {
+  if (t.dims() != 3) {
+    return InvalidArgument(name, " must have rank 3 [batch, time, neurons], got shape ",
+                           ShapeString(t));
+  }
+  return Status();
+}
+
+Status CheckState(const char* name, const Tensor& t, int64_t batch, int64_t neurons) {
+  if (t.dims() != 2 || t.dim_size(0) != batch || t.dim_size(1) != neurons) {
+    return InvalidArgument(name, " must have shape [batch, neurons] = [", batch, ", ", neurons,
+                           "], got shape ", ShapeString(t));
+  }
+  return Status();
+}
+
+// ----------------------------------------------------------------- launch --
+
+template <typename T> constexpr DType kDType = DType::kFloat32;
+template <> constexpr DType kDType<Eigen::half> = DType::kFloat16;
+template <> constexpr DType kDType<Eigen::bfloat16> = DType::kBFloat16;
+
+template <typename Device, typename T>
+struct Launch;
+
+template <typename T>
+struct Launch<CPUDevice, T> {
+  static constexpr bool kOnHost = true;
+  static void Forward(OpKernelContext* ctx, const LifForwardArgs& args) {
+    const int64_t tiles = lif_cpu_tiles(args.batch, args.neurons);
+    const auto& workers = *ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args.time),
+                      [&args](int64_t begin, int64_t end) { lif_forward_cpu<T>(args, begin, end); });
+  }
+  static void Backward(OpKernelContext* ctx, const LifBackwardArgs& args) {
+    const int64_t tiles = lif_cpu_tiles(args.batch, args.neurons);
+    const auto& workers = *ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args.time),
+                      [&args](int64_t begin, int64_t end) { lif_backward_cpu<T>(args, begin, end); });
+    lif_backward_reduce_cpu<T>(args);
+  }
+};
+
+#if GOOGLE_CUDA
+void* GpuStream(OpKernelContext* ctx) {
+  return ctx->op_device_context()->stream()->platform_specific_handle().stream;
+}
+
+template <typename T>
+struct Launch<GPUDevice, T> {
+  static constexpr bool kOnHost = false;
+  static void Forward(OpKernelContext* ctx, const LifForwardArgs& args) {
+    const int err = lif_forward_cuda(args, kDType<T>, GpuStream(ctx));
+    OP_REQUIRES(ctx, err == 0,
+                absl::InternalError(absl::StrCat("LIF forward CUDA launch failed: ",
+                                             lif_cuda_error_string(err))));
+  }
+  static void Backward(OpKernelContext* ctx, const LifBackwardArgs& args) {
+    const int err = lif_backward_cuda(args, kDType<T>, GpuStream(ctx));
+    OP_REQUIRES(ctx, err == 0,
+                absl::InternalError(absl::StrCat("LIF backward CUDA launch failed: ",
+                                             lif_cuda_error_string(err))));
+  }
+};
+#endif  // GOOGLE_CUDA
+
+// ---------------------------------------------------------------- kernels --
+
+template <typename Device, typename T>
+class LifForwardOp : public OpKernel {
+ public:
+  explicit LifForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& currents = ctx->input(0);
+    const Tensor& bias = ctx->input(1);
+    const Tensor& decay = ctx->input(2);
+    const Tensor& threshold = ctx->input(3);
+    const Tensor& initial = ctx->input(4);
+    OP_REQUIRES_OK(ctx, CheckSequence("currents", currents));
+    LifForwardArgs a;
+    a.batch = currents.dim_size(0);
+    a.time = currents.dim_size(1);
+    a.neurons = currents.dim_size(2);
+    OP_REQUIRES_OK(ctx, CheckParam("bias", bias, a.neurons, &a.bias_stride));
+    OP_REQUIRES_OK(ctx, CheckParam("decay (1 - 1/tau)", decay, a.neurons, &a.decay_stride));
+    OP_REQUIRES_OK(ctx, CheckParam("threshold", threshold, a.neurons, &a.threshold_stride));
+    OP_REQUIRES_OK(ctx, CheckState("initial_membrane", initial, a.batch, a.neurons));
+    if (Launch<Device, T>::kOnHost) OP_REQUIRES_OK(ctx, CheckParamValues(decay, threshold));
+
+    Tensor *spikes, *membrane, *final_membrane;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, currents.shape(), &spikes));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, currents.shape(), &membrane));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, initial.shape(), &final_membrane));
+    a.currents = currents.flat<T>().data();
+    a.bias = bias.flat<T>().data();
+    a.decay = decay.flat<float>().data();
+    a.threshold = threshold.flat<float>().data();
+    a.initial_membrane = initial.flat<float>().data();
+    a.reset = attrs_.reset;
+    a.spikes = spikes->flat<T>().data();
+    a.membrane = membrane->flat<float>().data();
+    a.final_membrane = final_membrane->flat<float>().data();
+    if (a.batch * a.neurons == 0) return;
+    Launch<Device, T>::Forward(ctx, a);
+  }
+
+ private:
+  LifAttrs attrs_;
+};
+
+template <typename Device, typename T>
+class LifBackwardOp : public OpKernel {
+ public:
+  explicit LifBackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& grad_spikes = ctx->input(0);
+    const Tensor& grad_final = ctx->input(1);
+    const Tensor& membrane = ctx->input(2);
+    const Tensor& initial = ctx->input(3);
+    const Tensor& bias = ctx->input(4);
+    const Tensor& decay = ctx->input(5);
+    const Tensor& threshold = ctx->input(6);
+    OP_REQUIRES_OK(ctx, CheckSequence("membrane", membrane));
+    OP_REQUIRES(ctx, grad_spikes.shape() == membrane.shape(),
+                InvalidArgument("grad_spikes must have the shape of membrane ",
+                                ShapeString(membrane), ", got ", ShapeString(grad_spikes)));
+    LifBackwardArgs a;
+    a.batch = membrane.dim_size(0);
+    a.time = membrane.dim_size(1);
+    a.neurons = membrane.dim_size(2);
+    OP_REQUIRES_OK(ctx, CheckState("grad_final_membrane", grad_final, a.batch, a.neurons));
+    OP_REQUIRES_OK(ctx, CheckState("initial_membrane", initial, a.batch, a.neurons));
+    OP_REQUIRES_OK(ctx, CheckParam("bias", bias, a.neurons, &a.bias_stride));
+    OP_REQUIRES_OK(ctx, CheckParam("decay (1 - 1/tau)", decay, a.neurons, &a.decay_stride));
+    OP_REQUIRES_OK(ctx, CheckParam("threshold", threshold, a.neurons, &a.threshold_stride));
+    if (Launch<Device, T>::kOnHost) OP_REQUIRES_OK(ctx, CheckParamValues(decay, threshold));
+
+    Tensor *grad_currents, *grad_bias, *grad_decay, *grad_threshold, *grad_initial;
+    OP_REQUIRES_OK(
+        ctx, ctx->forward_input_or_allocate_output({0}, 0, membrane.shape(), &grad_currents));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, bias.shape(), &grad_bias));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, decay.shape(), &grad_decay));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, threshold.shape(), &grad_threshold));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, initial.shape(), &grad_initial));
+    Tensor scratch;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({kScratchRows, a.batch, a.neurons}),
+                                           &scratch));
+    a.grad_spikes = grad_spikes.flat<T>().data();
+    a.grad_final_membrane = grad_final.flat<float>().data();
+    a.membrane = membrane.flat<float>().data();
+    a.initial_membrane = initial.flat<float>().data();
+    a.decay = decay.flat<float>().data();
+    a.threshold = threshold.flat<float>().data();
+    a.alpha = attrs_.alpha;
+    a.surrogate = attrs_.surrogate;
+    a.reset = attrs_.reset;
+    a.detach_reset = attrs_.detach_reset;
+    a.grad_currents = grad_currents->flat<T>().data();
+    a.grad_initial_membrane = grad_initial->flat<float>().data();
+    a.grad_bias = grad_bias->flat<T>().data();
+    a.grad_decay = grad_decay->flat<float>().data();
+    a.grad_threshold = grad_threshold->flat<float>().data();
+    a.scratch = scratch.flat<float>().data();
+    Launch<Device, T>::Backward(ctx, a);
+  }
+
+ private:
+  LifAttrs attrs_;
+};
+
+#define REGISTER_LIF_KERNELS(DEVICE, TAG, T)                                           \
+  REGISTER_KERNEL_BUILDER(                                                             \
+      Name("FusedLif>LifForward").Device(DEVICE).TypeConstraint<T>("T"),               \
+      LifForwardOp<TAG, T>);                                                           \
+  REGISTER_KERNEL_BUILDER(                                                             \
+      Name("FusedLif>LifBackward").Device(DEVICE).TypeConstraint<T>("T"),              \
+      LifBackwardOp<TAG, T>);
+
+REGISTER_LIF_KERNELS(DEVICE_CPU, CPUDevice, float)
+REGISTER_LIF_KERNELS(DEVICE_CPU, CPUDevice, Eigen::half)
+REGISTER_LIF_KERNELS(DEVICE_CPU, CPUDevice, Eigen::bfloat16)
+#if GOOGLE_CUDA
+REGISTER_LIF_KERNELS(DEVICE_GPU, GPUDevice, float)
+REGISTER_LIF_KERNELS(DEVICE_GPU, GPUDevice, Eigen::half)
+REGISTER_LIF_KERNELS(DEVICE_GPU, GPUDevice, Eigen::bfloat16)
+#endif
+
+}  // namespace
+}  // namespace fused_lif

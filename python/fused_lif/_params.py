@@ -1,0 +1,133 @@
+"""Argument checking and parameter preparation shared by the fused op and the
+reference, so that both accept (and reject) exactly the same inputs.
+
+Pure Python + TensorFlow: never touches the compiled library.
+"""
+
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+SURROGATES = ("fast_sigmoid", "atan", "sigmoid", "triangle")
+RESETS = ("zero", "subtract", "none")
+DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+
+
+def check_options(alpha, surrogate, reset, detach_reset):
+    """Validates the neuron options that are not tensors."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a number, got {alpha!r}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha (surrogate steepness) must be finite and >= 0, got {alpha}")
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {SURROGATES}, got {surrogate!r}")
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+    if not isinstance(detach_reset, (bool, np.bool_)):
+        raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
+
+
+def check_currents(currents, name="currents"):
+    """Converts to a tensor; checks dtype and rank."""
+    currents = tf.convert_to_tensor(currents)
+    if currents.dtype not in DTYPES:
+        raise TypeError(
+            f"{name} must be float32, float16 or bfloat16, got {currents.dtype.name}"
+            + (" (cast it with tf.cast(x, tf.float32))" if currents.dtype == tf.float64 else "")
+        )
+    if currents.shape.rank is not None and currents.shape.rank != 3:
+        raise ValueError(
+            f"{name} must have rank 3 [batch, time, neurons], got shape {currents.shape}"
+        )
+    return currents
+
+
+def _is_number(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _concrete(x):
+    """The value of a tensor when it is known now (eager), else None."""
+    if tf.executing_eagerly() or isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
+    return tf.get_static_value(x)
+
+
+def _check_param_shape(name, value, neurons):
+    rank = value.shape.rank
+    if rank is None:
+        return
+    if rank > 1 or (rank == 1 and value.shape[0] is not None and neurons is not None
+                    and value.shape[0] != neurons):
+        raise ValueError(
+            f"{name} must be a number or a vector of one value per neuron [{neurons}], "
+            f"got shape {value.shape}"
+        )
+
+
+def decay(tau, neurons):
+    """decay = 1 - 1/tau, as the seed computes it.
+
+    A Python number gives a Python float (computed in double, then rounded to
+    float32 by TensorFlow where it meets the membrane, as in the seed); a
+    tensor or array gives a float32 tensor (computed in float32), differentiable
+    w.r.t. tau.
+    """
+    if _is_number(tau):
+        if not (math.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau must be positive and finite, got {tau}")
+        return 1.0 - 1.0 / tau
+    tau = tf.convert_to_tensor(tau)
+    if not tau.dtype.is_floating:
+        raise TypeError(f"tau must be a number or a float tensor, got {tau.dtype.name}")
+    tau = tf.cast(tau, tf.float32)
+    _check_param_shape("tau", tau, neurons)
+    value = _concrete(tau)
+    if value is not None and not np.all(np.isfinite(value) & (value > 0)):
+        raise ValueError(f"tau must be positive and finite, got {value}")
+    return 1.0 - 1.0 / tau
+
+
+def threshold(threshold, neurons):
+    """The threshold as a Python float or a float32 tensor ([] or [neurons])."""
+    if _is_number(threshold):
+        if math.isnan(threshold):
+            raise ValueError("threshold must not be NaN")
+        return float(threshold)
+    threshold = tf.convert_to_tensor(threshold)
+    if not threshold.dtype.is_floating:
+        raise TypeError(f"threshold must be a number or a float tensor, got {threshold.dtype.name}")
+    threshold = tf.cast(threshold, tf.float32)
+    _check_param_shape("threshold", threshold, neurons)
+    value = _concrete(threshold)
+    if value is not None and np.any(np.isnan(value)):
+        raise ValueError(f"threshold must not be NaN, got {value}")
+    return threshold
+
+
+def bias(bias, currents):
+    """The bias in the dtype of the currents, [] or [neurons]; None if absent."""
+    if bias is None:
+        return None
+    bias = tf.cast(tf.convert_to_tensor(bias), currents.dtype)
+    _check_param_shape("bias", bias, currents.shape[-1])
+    return bias
+
+
+def initial_membrane(initial, currents):
+    """The initial membrane [batch, neurons] as float32 (zeros if None)."""
+    shape = tf.shape(currents)
+    if initial is None:
+        return tf.zeros(tf.stack([shape[0], shape[2]]), tf.float32)
+    initial = tf.convert_to_tensor(initial)
+    if not initial.dtype.is_floating:
+        raise TypeError(f"initial_membrane must be a float tensor, got {initial.dtype.name}")
+    initial = tf.cast(initial, tf.float32)
+    expected = tf.TensorShape([currents.shape[0], currents.shape[2]])
+    if not initial.shape.is_compatible_with(expected):
+        raise ValueError(
+            f"initial_membrane must have shape [batch, neurons] = {expected}, got {initial.shape}"
+        )
+    return initial

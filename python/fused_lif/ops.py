@@ -1,0 +1,127 @@
+"""The fused LIF op: the compiled library, loaded once and lazily, its
+registered gradient, and `lif_scan`, the fused counterpart of
+`fused_lif.reference.lif_scan`.
+"""
+
+import os
+import threading
+
+import tensorflow as tf
+
+from . import _params
+
+__all__ = ["lif_scan", "load_library", "is_available", "FusedOpUnavailableError"]
+
+_LIBRARY_FILE = "_lif_ops.so"
+_lock = threading.Lock()
+_library = None
+_load_error = None
+
+
+class FusedOpUnavailableError(RuntimeError):
+    """The compiled op library is missing or cannot be loaded."""
+
+
+def library_path():
+    """Where the op library is loaded from ($FUSED_LIF_OP_LIBRARY overrides)."""
+    return os.environ.get("FUSED_LIF_OP_LIBRARY") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), _LIBRARY_FILE
+    )
+
+
+def _explain(path, error):
+    try:
+        from ._build_info import TF_VERSION as built_for
+    except ImportError:
+        built_for = None
+    lines = [f"fused-lif: cannot load the fused LIF op library {path}: {error}"]
+    if not os.path.exists(path):
+        lines.append("The library is missing: the package was built without it, or not built.")
+    if built_for and built_for != tf.__version__:
+        lines.append(
+            f"It was built for TensorFlow {built_for}, but TensorFlow {tf.__version__} is "
+            "running: custom ops must be built against the TensorFlow that loads them."
+        )
+    lines.append(
+        "Rebuild it against the installed TensorFlow: "
+        "pip install --no-build-isolation --force-reinstall --no-deps . "
+        "(from a fused-lif checkout), or use implementation='reference'."
+    )
+    return "\n".join(lines)
+
+
+def load_library():
+    """Loads the op library (once) and returns its generated op module.
+
+    Raises FusedOpUnavailableError, saying what is wrong, when it cannot load.
+    """
+    global _library, _load_error
+    with _lock:
+        if _library is None and _load_error is None:
+            path = library_path()
+            try:
+                if not os.path.exists(path):
+                    raise FileNotFoundError("no such file")
+                _library = tf.load_op_library(path)
+            except Exception as e:  # noqa: BLE001 - any load failure is reported
+                _load_error = _explain(path, e)
+        if _load_error is not None:
+            raise FusedOpUnavailableError(_load_error)
+        return _library
+
+
+def is_available():
+    """Whether the fused op library loads in this process."""
+    try:
+        load_library()
+        return True
+    except FusedOpUnavailableError:
+        return False
+
+
+@tf.RegisterGradient("FusedLif>LifForward")
+def _lif_forward_grad(op, grad_spikes, grad_membrane, grad_final_membrane):
+    """Backward through time in one kernel (FusedLif>LifBackward).
+
+    The saved pre-reset membrane u[t] is all the state it needs; the membrane
+    output itself is internal and receives no gradient.
+    """
+    del grad_membrane
+    currents, bias, decay, threshold, initial = op.inputs
+    spikes, membrane, final_membrane = op.outputs
+    if grad_spikes is None:
+        grad_spikes = tf.zeros_like(spikes)
+    if grad_final_membrane is None:
+        grad_final_membrane = tf.zeros_like(final_membrane)
+    attrs = {name: op.get_attr(name) for name in ("alpha", "surrogate", "reset", "detach_reset")}
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    grads = load_library().fused_lif_lif_backward(
+        grad_spikes, grad_final_membrane, membrane, initial, bias, decay, threshold, **attrs
+    )
+    return (grads.grad_currents, grads.grad_bias, grads.grad_decay, grads.grad_threshold,
+            grads.grad_initial_membrane)
+
+
+def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigmoid",
+             reset="zero", detach_reset=False, *, initial_membrane=None, return_state=False,
+             bias=None):
+    """Runs LIF neurons over time in one fused kernel (forward and backward).
+
+    Same arguments and results as `fused_lif.reference.lif_scan`, with spikes
+    bit-identical to it and its autodiff gradient (w.r.t. currents, tau,
+    threshold, bias and initial_membrane) to float rounding.
+    """
+    _params.check_options(alpha, surrogate, reset, detach_reset)
+    currents = _params.check_currents(currents)
+    neurons = currents.shape[-1]
+    decay = tf.convert_to_tensor(_params.decay(tau, neurons), tf.float32)
+    threshold = tf.convert_to_tensor(_params.threshold(threshold, neurons), tf.float32)
+    bias = _params.bias(bias, currents)
+    if bias is None:
+        bias = tf.zeros([], currents.dtype)
+    initial = _params.initial_membrane(initial_membrane, currents)
+    spikes, _, final_membrane = load_library().fused_lif_lif_forward(
+        currents, bias, decay, threshold, initial, alpha=float(alpha), surrogate=surrogate,
+        reset=reset, detach_reset=bool(detach_reset),
+    )
+    return (spikes, final_membrane) if return_state else spikes

@@ -1,0 +1,124 @@
+"""The reference LIF scan: the seed notebook's `tf.while_loop` recurrence with
+its `tf.custom_gradient` spike, generalised to the package's options.
+
+This is the ground truth that the fused op is checked against; it never
+touches the compiled library. Per time step t (notation of csrc/lif.h):
+
+    u[t] = v[t-1] * (1 - 1/tau) + I[t]         leaky integration
+    s[t] = [u[t] > threshold]                   spike; surrogate gradient
+    v[t] = u[t] * (1 - s[t])                    reset="zero" (the seed's)
+         = u[t] - s[t] * threshold              reset="subtract"
+         = u[t]                                 reset="none"
+
+Its gradient is TensorFlow's autodiff of exactly this loop.
+"""
+
+import math
+
+import tensorflow as tf
+
+from . import _params
+
+__all__ = ["lif_scan", "surrogate_gradient"]
+
+
+def surrogate_gradient(x, alpha, surrogate="fast_sigmoid"):
+    """dS/dx of the surrogate spike at x = u - threshold."""
+    if surrogate == "fast_sigmoid":
+        return 1.0 / (1.0 + tf.abs(alpha * x)) ** 2  # the seed's
+    if surrogate == "atan":
+        return (alpha / 2.0) / (1.0 + (math.pi / 2.0 * alpha * x) ** 2)
+    if surrogate == "sigmoid":
+        sig = tf.sigmoid(alpha * x)
+        return alpha * sig * (1.0 - sig)
+    if surrogate == "triangle":
+        return tf.maximum(0.0, 1.0 - tf.abs(alpha * x))
+    raise ValueError(f"unknown surrogate {surrogate!r}")
+
+
+def _spike_function(alpha, surrogate):
+    @tf.custom_gradient
+    def spike_function(v, threshold):
+        # Forward: Heaviside step; backward: the surrogate's derivative.
+        spikes = tf.cast(tf.greater(v, threshold), tf.float32)
+
+        def grad(dy):
+            dv = dy * surrogate_gradient(v - threshold, alpha, surrogate)
+            # threshold is [] or [neurons]: sum dv over what it was broadcast on.
+            dthreshold = -tf.reduce_sum(dv, axis=tf.range(tf.rank(dv) - tf.rank(threshold)))
+            return dv, dthreshold
+
+        return spikes, grad
+
+    return spike_function
+
+
+def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigmoid",
+             reset="zero", detach_reset=False, *, initial_membrane=None, return_state=False,
+             bias=None):
+    """Runs LIF neurons over time with a `tf.while_loop` (the seed's recurrence).
+
+    Args:
+      currents: [batch, time, neurons] input currents (float32, float16 or
+        bfloat16; the membrane is float32 whatever their type).
+      tau: membrane time constant, a positive number or a [neurons] tensor.
+      threshold: spike threshold, a number or a [neurons] tensor.
+      alpha: surrogate steepness.
+      surrogate: "fast_sigmoid" (the seed's), "atan", "sigmoid" or "triangle".
+      reset: "zero" (the seed's), "subtract" or "none".
+      detach_reset: if True, no gradient flows through the spike in the reset.
+      initial_membrane: [batch, neurons] membrane before the first step
+        (default zeros).
+      return_state: also return the final membrane [batch, neurons] (float32).
+      bias: optional [neurons] added to the currents (in their dtype).
+
+    Returns:
+      spikes [batch, time, neurons] in the dtype of `currents`, and the final
+      membrane if `return_state`.
+    """
+    _params.check_options(alpha, surrogate, reset, detach_reset)
+    currents = _params.check_currents(currents)
+    neurons = currents.shape[-1]
+    decay = _params.decay(tau, neurons)
+    threshold = _params.threshold(threshold, neurons)
+    threshold = tf.convert_to_tensor(threshold, tf.float32)
+    bias = _params.bias(bias, currents)
+    v = _params.initial_membrane(initial_membrane, currents)
+    dtype = currents.dtype
+    spike_function = _spike_function(alpha, surrogate)
+
+    # A static number of steps keeps the TensorArray's size fixed, which XLA
+    # needs; the seed's dynamic size works everywhere else.
+    time_steps = currents.shape[1]
+    if time_steps == 0:
+        spikes = tf.zeros_like(currents)
+        return (spikes, v) if return_state else spikes
+    if time_steps is None:
+        time_steps = tf.shape(currents)[1]
+    spikes_array = tf.TensorArray(dtype=tf.float32, size=time_steps, dynamic_size=False,
+                                  element_shape=tf.TensorShape([currents.shape[0], neurons]))
+
+    def time_step(t, v, spikes_array):
+        i_in = currents[:, t, :]
+        if bias is not None:
+            i_in = i_in + bias  # in the currents' dtype, as the layer's matmul + b
+        i_in = tf.cast(i_in, tf.float32)
+        u = v * decay + i_in  # leaky integration
+        spike = spike_function(u, threshold)
+        reset_spike = tf.stop_gradient(spike) if detach_reset else spike
+        if reset == "zero":
+            v = u * (1.0 - reset_spike)
+        elif reset == "subtract":
+            v = u - reset_spike * threshold
+        else:
+            v = u
+        return t + 1, v, spikes_array.write(t, spike)
+
+    _, v, spikes_array = tf.while_loop(
+        cond=lambda t, *_: t < time_steps,
+        body=time_step,
+        loop_vars=[tf.constant(0), v, spikes_array],
+    )
+    spikes = tf.transpose(spikes_array.stack(), [1, 0, 2])
+    spikes = tf.cast(spikes, dtype)
+    return (spikes, v) if return_state else spikes
