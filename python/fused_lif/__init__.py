@@ -9,7 +9,10 @@ CPU or CUDA kernel.
 """
 
 from . import reference
+from .encoding import rate_encode, rate_encode_tf
 from .layer import IMPLEMENTATIONS, LIFLayer, MinValue
+from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
+from .models import create_snn_model
 from .ops import FusedOpUnavailableError, is_available, lif_scan
 
 __version__ = "0.1.0"
@@ -19,7 +22,12 @@ __all__ = [
     "IMPLEMENTATIONS",
     "LIFLayer",
     "MinValue",
+    "create_snn_model",
     "is_available",
     "lif_scan",
+    "rate_encode",
+    "rate_encode_tf",
     "reference",
+    "spike_categorical_accuracy",
+    "spike_categorical_crossentropy",
 ]
