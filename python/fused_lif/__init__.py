@@ -17,6 +17,11 @@ from .ops import FusedOpUnavailableError, is_available, lif_scan
 
 __version__ = "0.1.0"
 
+# Register the ops with TensorFlow now, so that graphs that use them (a
+# SavedModel, a .keras file) load after a plain `import fused_lif`. A library
+# that cannot load is reported when the fused op is used, not here.
+is_available()
+
 __all__ = [
     "FusedOpUnavailableError",
     "IMPLEMENTATIONS",

@@ -64,9 +64,9 @@ def load_library():
                     raise FileNotFoundError("no such file")
                 _library = tf.load_op_library(path)
             except Exception as e:  # noqa: BLE001 - any load failure is reported
-                _load_error = _explain(path, e)
+                _load_error = (path, e)
         if _load_error is not None:
-            raise FusedOpUnavailableError(_load_error)
+            raise FusedOpUnavailableError(_explain(*_load_error))
         return _library
 
 

@@ -90,8 +90,8 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     # A static number of steps keeps the TensorArray's size fixed, which XLA
     # needs; the seed's dynamic size works everywhere else.
     time_steps = currents.shape[1]
-    if time_steps == 0:
-        spikes = tf.zeros_like(currents)
+    if time_steps == 0:  # no steps: empty spikes, still connected for gradients
+        spikes = tf.identity(currents)
         return (spikes, v) if return_state else spikes
     if time_steps is None:
         time_steps = tf.shape(currents)[1]
@@ -112,12 +112,13 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
             v = u - reset_spike * threshold
         else:
             v = u
-        return t + 1, v, spikes_array.write(t, spike)
+        return [t + 1, v, spikes_array.write(t, spike)]
 
     _, v, spikes_array = tf.while_loop(
         cond=lambda t, *_: t < time_steps,
         body=time_step,
         loop_vars=[tf.constant(0), v, spikes_array],
+        maximum_iterations=time_steps,  # bounds the gradient's accumulators (XLA)
     )
     spikes = tf.transpose(spikes_array.stack(), [1, 0, 2])
     spikes = tf.cast(spikes, dtype)

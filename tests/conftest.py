@@ -1,0 +1,65 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import fused_lif  # noqa: E402
+from fused_lif import reference  # noqa: E402
+
+try:
+    from hypothesis import settings
+
+    settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+    settings.register_profile("dev", max_examples=300, deadline=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a test dependency; only its tests need it
+    pass
+
+# The two implementations of the scan: every check runs on both.
+SCANS = {"fused": fused_lif.lif_scan, "reference": reference.lif_scan}
+
+
+def make_currents(shape, seed=0, mean=0.4, scale=1.0, dtype=np.float32):
+    """Currents of both signs around the threshold."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(mean, scale, shape)).astype(dtype)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def scan_grads(scan, currents, loss_weights=None, **kwargs):
+    """Spikes, final membrane and the gradients of a fixed random loss of both
+    w.r.t. every differentiable input (currents, and tau / threshold /
+    initial_membrane / bias when they are tensors)."""
+    currents = tf.convert_to_tensor(currents)
+    watched = {"currents": currents}
+    for name in ("tau", "threshold", "initial_membrane", "bias"):
+        if name in kwargs and isinstance(kwargs[name], (tf.Tensor, np.ndarray)):
+            kwargs[name] = tf.convert_to_tensor(kwargs[name])
+            watched[name] = kwargs[name]
+    rng = np.random.default_rng(99)
+    shape = currents.shape
+    w_spikes = tf.constant(rng.normal(size=shape).astype(np.float32))
+    w_final = tf.constant(rng.normal(size=(shape[0], shape[2])).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(list(watched.values()))
+        spikes, final = scan(currents, return_state=True, **kwargs)
+        loss = tf.reduce_sum(tf.cast(spikes, tf.float32) * w_spikes) + tf.reduce_sum(final * w_final)
+    grads = tape.gradient(loss, watched)
+    return spikes.numpy(), final.numpy(), {k: (None if g is None else g.numpy()) for k, g in grads.items()}
+
+
+def assert_close_scaled(actual, expected, rtol=1e-5, name=""):
+    """|actual - expected| <= rtol * max|expected| (float rounding of sums)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
+    scale = max(np.max(np.abs(expected), initial=0.0), 1e-30)
+    err = np.max(np.abs(actual - expected), initial=0.0)
+    assert err <= rtol * scale, f"{name}: max error {err} > {rtol} * {scale}"

@@ -1,0 +1,386 @@
+"""LIFLayer: a drop-in for the seed's layer, and a Keras citizen."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fused_lif
+from fused_lif import LIFLayer
+
+import seed_notebook
+from conftest import assert_close_scaled
+
+
+def run_python(code, env=None, timeout=300):
+    """Runs code in a fresh interpreter (as a user's new process would)."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    here = os.path.dirname(os.path.abspath(__file__))
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, full_env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=full_env, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def spike_input(shape, seed=0, rate=0.3):
+    return (np.random.default_rng(seed).random(shape) < rate).astype(np.float32)
+
+
+def seed_and_fused_models(implementation, input_dim=784, time_steps=20):
+    seed = seed_notebook.create_snn_model(input_dim, 128, 10, time_steps)
+    ours = fused_lif.create_snn_model(input_dim, 128, 10, time_steps,
+                                      implementation=implementation)
+    ours.set_weights(seed.get_weights())
+    return seed, ours
+
+
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_seed_weights_give_seed_outputs_and_gradients(implementation):
+    seed, ours = seed_and_fused_models(implementation)
+    x = tf.constant(spike_input((16, 20, 784), rate=0.25))
+    y = tf.one_hot(np.arange(16) % 10, 10)
+    results = []
+    for model in (seed, ours):
+        with tf.GradientTape() as tape:
+            out = model(x)
+            loss = tf.reduce_mean(fused_lif.spike_categorical_crossentropy(y, out))
+        results.append((out.numpy(), tape.gradient(loss, model.trainable_variables)))
+    (seed_out, seed_grads), (our_out, our_grads) = results
+    assert 0.01 < seed_out.mean() < 0.9
+    np.testing.assert_array_equal(our_out, seed_out)
+    for g_ours, g_seed, v in zip(our_grads, seed_grads, seed.trainable_variables):
+        assert_close_scaled(g_ours.numpy(), g_seed.numpy(), 1e-5, v.path)
+
+
+def test_seed_constructor_and_weights():
+    layer = LIFLayer(64, 10, 20.0, 1.0, True, False, name="hidden")
+    layer.build((None, 5, 12))
+    assert [w.shape for w in layer.get_weights()] == [(12, 64), (64,)]
+    assert [w.name for w in layer.weights] == ["weights", "bias"]
+    assert (layer.output_units, layer.use_dfa, layer.is_output_layer) == (10, True, False)
+    assert layer.compute_output_shape((None, 5, 12)) == (None, 5, 64)
+
+
+def test_seed_checkpoint_loads(tmp_path):
+    seed = seed_notebook.create_snn_model(30, 16, 4, 8)
+    path = str(tmp_path / "seed.weights.h5")
+    seed.save_weights(path)
+    ours = fused_lif.create_snn_model(30, 16, 4, 8)
+    ours.load_weights(path)
+    x = spike_input((5, 8, 30), rate=0.5)
+    for a, b in zip(seed.get_weights(), ours.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ours(x).numpy(), seed(x).numpy())
+
+
+ALL_OPTIONS = dict(units=7, output_units=3, tau=12.5, threshold=0.7, use_dfa=False,
+                   is_output_layer=True, implementation="reference", alpha=4.0,
+                   surrogate="atan", reset="subtract", detach_reset=True, trainable_tau=True,
+                   trainable_threshold=True, return_state=True, stateful=False)
+
+
+def test_get_config_round_trip():
+    layer = LIFLayer(name="lif", **ALL_OPTIONS)
+    config = layer.get_config()
+    for key, value in ALL_OPTIONS.items():
+        assert config[key] == value, key
+    clone = LIFLayer.from_config(config)
+    assert clone.get_config() == config
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(units=0), "units"), (dict(units=-3), "units"), (dict(units=2.5), "units"),
+    (dict(units=4, implementation="cuda"), "implementation"),
+    (dict(units=4, tau=0.0), "tau"), (dict(units=4, tau=float("nan")), "tau"),
+    (dict(units=4, threshold=float("nan")), "threshold"),
+    (dict(units=4, alpha=-1.0), "alpha"), (dict(units=4, surrogate="relu"), "surrogate"),
+    (dict(units=4, reset="hard"), "reset"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LIFLayer(**kwargs)
+
+
+def test_rank2_input_is_rejected():
+    with pytest.raises(ValueError, match=r"\[batch, time, features\]"):
+        LIFLayer(4)(tf.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("surrogate,reset", [("atan", "subtract"), ("triangle", "none"),
+                                             ("sigmoid", "zero")])
+def test_layer_options_fused_vs_reference(surrogate, reset):
+    kwargs = dict(units=9, tau=8.0, threshold=0.8, surrogate=surrogate, reset=reset, alpha=3.0,
+                  trainable_tau=True, trainable_threshold=True)
+    fused, ref = LIFLayer(implementation="fused", **kwargs), LIFLayer(implementation="reference", **kwargs)
+    x = tf.constant(spike_input((4, 30, 13), seed=3, rate=0.5))
+    fused.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(fused.get_weights())
+    grads = []
+    for layer in (fused, ref):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x) * tf.range(9, dtype=tf.float32))
+        grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_variables)])
+    np.testing.assert_array_equal(fused(x).numpy(), ref(x).numpy())
+    assert [v.name for v in fused.trainable_variables] == ["weights", "bias", "tau", "threshold"]
+    for g_f, g_r in zip(*grads):
+        assert np.any(g_r != 0)
+        assert_close_scaled(g_f, g_r, 2e-5)
+
+
+def test_trainable_tau_stays_valid():
+    layer = LIFLayer(5, tau=1.5, trainable_tau=True)
+    model = keras.Sequential([keras.Input((10, 3)), layer])
+    model.compile(optimizer=keras.optimizers.SGD(100.0), loss="mse")
+    x = spike_input((8, 10, 3), rate=0.9)
+    model.fit(x, np.ones((8, 10, 5), np.float32) * 5, epochs=3, verbose=0)
+    tau = layer.tau_weight.numpy()
+    assert np.all(tau >= 1.0) and np.all(np.isfinite(tau))
+
+
+def test_model_fit_reduces_loss():
+    model = fused_lif.create_snn_model(20, 32, 4, 10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=fused_lif.spike_categorical_crossentropy,
+                  metrics=[fused_lif.spike_categorical_accuracy])
+    labels = np.arange(64) % 4
+    intensity = np.zeros((64, 20), np.float32)
+    for c in range(4):
+        intensity[labels == c, c * 5:(c + 1) * 5] = 1.0
+    x = fused_lif.rate_encode(intensity, 10, 0.8, seed=0)
+    y = keras.utils.to_categorical(labels, 4)
+    history = model.fit(x, y, batch_size=16, epochs=15, verbose=0)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    assert history.history["spike_categorical_accuracy"][-1] > 0.5
+
+
+# ------------------------------------------------------------ state ----
+
+def test_stateful_chunks_equal_whole_sequence():
+    x = spike_input((4, 60, 11), seed=5, rate=0.4)
+    whole = LIFLayer(6, tau=15.0)
+    whole.build(x.shape)
+    chunked = LIFLayer(6, tau=15.0, stateful=True)
+    chunked.build(x.shape[:1] + (None, 11))
+    chunked.set_weights(whole.get_weights() + [np.zeros((4, 6), np.float32)])
+    expected = whole(x).numpy()
+    parts = [chunked(x[:, :25]).numpy(), chunked(x[:, 25:]).numpy()]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), expected)
+    chunked.reset_states()
+    np.testing.assert_array_equal(chunked(x[:, :25]).numpy(), expected[:, :25])
+
+
+def test_stateful_needs_batch_size():
+    with pytest.raises(ValueError, match="batch size"):
+        keras.Sequential([keras.Input((5, 3)), LIFLayer(4, stateful=True)])
+
+
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_return_state_and_initial_state_gradients(implementation):
+    layer = LIFLayer(5, return_state=True, implementation=implementation)
+    x = tf.constant(spike_input((3, 12, 4), seed=6, rate=0.6))
+    v0 = tf.constant(np.random.default_rng(0).normal(0, 0.5, (3, 5)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(v0)
+        spikes, final = layer(x, initial_state=v0)
+        loss = tf.reduce_sum(spikes * 0.3) + tf.reduce_sum(final ** 2)
+    grad = tape.gradient(loss, v0)
+    assert final.shape == (3, 5) and final.dtype == tf.float32
+    assert grad is not None and np.any(grad.numpy() != 0)
+    # The same through the scan directly, as an independent check.
+    scan = fused_lif.lif_scan if implementation == "fused" else fused_lif.reference.lif_scan
+    currents = tf.reshape(tf.reshape(x, [-1, 4]) @ layer.w, [3, 12, 5])
+    s2, f2 = scan(currents, initial_membrane=v0, bias=layer.b, return_state=True)
+    np.testing.assert_array_equal(spikes.numpy(), s2.numpy())
+    np.testing.assert_array_equal(final.numpy(), f2.numpy())
+    assert layer.compute_output_shape((3, 12, 4)) == ((3, 12, 5), (3, 5))
+
+
+# ---------------------------------------------------- XLA, precision ----
+
+def test_jit_compile_function_runs_reference_under_xla():
+    layer = LIFLayer(8)
+    x = tf.constant(spike_input((4, 15, 6), seed=7, rate=0.6))
+    eager = layer(x).numpy()
+    compiled = tf.function(layer, jit_compile=True)
+    np.testing.assert_array_equal(compiled(x).numpy(), eager)
+
+    @tf.function(jit_compile=True)
+    def grad(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, layer.w)
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x))
+    assert_close_scaled(grad(x).numpy(), tape.gradient(loss, layer.w).numpy(), 1e-5)
+
+
+def test_model_compile_jit_compile_warns_and_trains():
+    model = fused_lif.create_snn_model(6, 8, 3, 5)
+    with pytest.warns(UserWarning, match="jit_compile"):
+        model.compile(optimizer="adam", loss=fused_lif.spike_categorical_crossentropy,
+                      jit_compile=True)
+    model.fit(spike_input((8, 5, 6)), np.eye(3)[np.arange(8) % 3], verbose=0, epochs=1)
+    reference_model = fused_lif.create_snn_model(6, 8, 3, 5, implementation="reference")
+    reference_model.compile(optimizer="adam", loss=fused_lif.spike_categorical_crossentropy,
+                            jit_compile=True)
+    assert reference_model.jit_compile
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = fused_lif.create_snn_model(12, 16, 3, 10)
+        ref = fused_lif.create_snn_model(12, 16, 3, 10, implementation="reference")
+        ref.set_weights(model.get_weights())
+        x = spike_input((8, 10, 12), seed=8, rate=0.7)
+        out = model(x)
+        assert out.dtype == keras.mixed_precision.global_policy().compute_dtype
+        assert model.layers[1].w.dtype == "float32"
+        np.testing.assert_array_equal(out.numpy(), ref(x).numpy())
+        y = np.eye(3)[np.arange(8) % 3].astype(np.float32)
+        grads = []
+        for m in (model, ref):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(fused_lif.spike_categorical_crossentropy(y, tf.cast(m(x), tf.float32)))
+            grads.append([g.numpy() for g in tape.gradient(loss, m.trainable_variables)])
+        for g_f, g_r in zip(*grads):
+            assert_close_scaled(g_f, g_r, 2e-2)
+        model.compile(optimizer="adam", loss=fused_lif.spike_categorical_crossentropy)
+        history = model.fit(x, y, epochs=2, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+# ------------------------------------------------- save, load, serve ----
+
+def test_keras_save_load_in_fresh_process(tmp_path):
+    model = fused_lif.create_snn_model(10, 12, 3, 6)
+    model.compile(optimizer="adam", loss=fused_lif.spike_categorical_crossentropy,
+                  metrics=[fused_lif.spike_categorical_accuracy])
+    x = spike_input((4, 6, 10), seed=9, rate=0.6)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model(x).numpy())
+    model.save(tmp_path / "m.keras")
+    run_python(f"""
+        import numpy as np, keras
+        import fused_lif
+        m = keras.models.load_model({str(tmp_path / 'm.keras')!r})
+        assert type(m.layers[1]).__name__ == "LIFLayer"
+        np.testing.assert_array_equal(m(np.load({str(tmp_path / 'x.npy')!r})).numpy(),
+                                      np.load({str(tmp_path / 'y.npy')!r}))
+        assert m.loss is fused_lif.spike_categorical_crossentropy
+    """)
+
+
+def test_saved_model_serves_in_fresh_process(tmp_path):
+    model = fused_lif.create_snn_model(10, 12, 3, 6)
+    x = spike_input((4, 6, 10), seed=10, rate=0.6)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model(x).numpy())
+    model.export(str(tmp_path / "exported"), verbose=False)
+    out = run_python(f"""
+        import numpy as np, tensorflow as tf
+        import fused_lif  # loads the op library before the SavedModel
+        served = tf.saved_model.load({str(tmp_path / 'exported')!r})
+        y = served.serve(tf.constant(np.load({str(tmp_path / 'x.npy')!r})))
+        np.testing.assert_array_equal(y.numpy(), np.load({str(tmp_path / 'y.npy')!r}))
+        print("served ok")
+    """)
+    assert "served ok" in out
+
+
+def test_mirrored_strategy_matches_single_device():
+    out = run_python("""
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import fused_lif
+        x = (np.random.default_rng(0).random((16, 8, 10)) < 0.5).astype(np.float32)
+        y = np.eye(3, dtype=np.float32)[np.arange(16) % 3]
+        single = fused_lif.create_snn_model(10, 12, 3, 8)
+        weights = single.get_weights()
+        loss_fn = fused_lif.spike_categorical_crossentropy
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(loss_fn(y, single(x)))
+        expected = [g.numpy() for g in tape.gradient(loss, single.trainable_variables)]
+
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            model = fused_lif.create_snn_model(10, 12, 3, 8)
+            model.set_weights(weights)
+
+        @tf.function
+        def step(xb, yb):
+            def replica(xr, yr):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(loss_fn(yr, model(xr))) / 16.0
+                return tape.gradient(loss, model.trainable_variables)
+            per_replica = strategy.run(replica, args=(xb, yb))
+            return [strategy.reduce("SUM", g, axis=None) for g in per_replica]
+
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        xb, yb = next(iter(strategy.experimental_distribute_dataset(dataset)))
+        got = step(xb, yb)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g.numpy(), e, rtol=1e-5, atol=1e-6)
+
+        with strategy.scope():
+            model.compile(optimizer="adam", loss=loss_fn)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        print("mirrored ok")
+    """)
+    assert "mirrored ok" in out
+
+
+# ------------------------------------------------------ library faults ----
+
+def test_missing_library_auto_falls_back_with_one_warning(tmp_path):
+    out = run_python("""
+        import warnings, numpy as np
+        import fused_lif
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                layer = fused_lif.LIFLayer(4)
+                y = layer(np.ones((2, 5, 3), np.float32))
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 1, messages
+        assert "falls back" in messages[0] and "missing" in messages[0], messages[0]
+        assert y.shape == (2, 5, 4)
+        try:
+            fused_lif.LIFLayer(4, implementation="fused")(np.ones((2, 5, 3), np.float32))
+        except fused_lif.FusedOpUnavailableError as e:
+            assert "Rebuild" in str(e), str(e)
+            print("raised ok")
+    """, env={"FUSED_LIF_OP_LIBRARY": str(tmp_path / "missing.so")})
+    assert "raised ok" in out
+
+
+def test_unloadable_library_names_tensorflow_version(tmp_path):
+    bad = tmp_path / "_lif_ops.so"
+    bad.write_bytes(b"not a shared object")
+    out = run_python("""
+        import fused_lif
+        import fused_lif._build_info as info
+        info.TF_VERSION = "0.0.1"  # pretend it was built for another TensorFlow
+        try:
+            fused_lif.lif_scan([[[1.0]]])
+        except fused_lif.FusedOpUnavailableError as e:
+            msg = str(e)
+            assert "built for TensorFlow 0.0.1" in msg, msg
+            assert "pip install --no-build-isolation" in msg, msg
+            print("version ok")
+    """, env={"FUSED_LIF_OP_LIBRARY": str(bad)})
+    assert "version ok" in out

@@ -1,0 +1,209 @@
+"""The fused op against the reference (bit-identical spikes, autodiff
+gradients) and against the independent numpy oracle."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fused_lif
+from fused_lif import ops, reference
+
+import oracle
+from conftest import assert_close_scaled, make_currents, scan_grads
+
+SHAPES = [(1, 1, 1), (2, 3, 5), (3, 17, 33), (1, 1000, 3), (4, 64, 300), (2, 5, 257)]
+TAUS = [1.0, 2.5, 3.0, 20.0, 123.456]
+THRESHOLDS = [0.0, 1.0, -0.5]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("tau", TAUS)
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_spikes_bit_identical_to_reference(shape, tau, threshold):
+    x = make_currents(shape, seed=sum(shape), mean=0.5 * threshold + 0.2, scale=1.5)
+    fused, fused_final = fused_lif.lif_scan(x, tau=tau, threshold=threshold, return_state=True)
+    ref, ref_final = reference.lif_scan(x, tau=tau, threshold=threshold, return_state=True)
+    assert fused.dtype == tf.float32 and fused.shape == shape
+    np.testing.assert_array_equal(fused.numpy(), ref.numpy())
+    np.testing.assert_array_equal(fused_final.numpy(), ref_final.numpy())
+    spikes, _, final = oracle.forward(x, tau, threshold)
+    np.testing.assert_array_equal(fused.numpy(), spikes)
+    np.testing.assert_array_equal(fused_final.numpy(), final)
+
+
+def test_spikes_exist_and_reset():
+    """Guards the grid above against a degenerate regime: some neurons spike,
+    some do not, and a constant supra-threshold current fires periodically."""
+    x = make_currents((4, 64, 300), seed=1)
+    s = fused_lif.lif_scan(x).numpy()
+    assert 0.05 < s.mean() < 0.95
+    # I = 0.3, tau = 20: u = 0.3, 0.585, 0.856, 1.113 > 1 -> spike every 4th step.
+    s = fused_lif.lif_scan(np.full((1, 12, 1), 0.3, np.float32)).numpy()[0, :, 0]
+    np.testing.assert_array_equal(s, [0, 0, 0, 1] * 3)
+
+
+def test_decay_rounding_matches_seed():
+    """tau=3: float32(1 - 1/3) computed in double differs from float32
+    arithmetic; spikes follow the seed's (double) decay."""
+    assert oracle.decay_of(3.0) != np.float32(1) - np.float32(1) / np.float32(3)
+    x = make_currents((8, 200, 64), seed=3, mean=0.35, scale=0.3)
+    np.testing.assert_array_equal(fused_lif.lif_scan(x, tau=3.0).numpy(),
+                                  oracle.forward(x, 3.0, 1.0)[0])
+
+
+def test_values_exactly_at_threshold_do_not_spike():
+    x = np.zeros((1, 3, 2), np.float32)
+    x[0, 0] = [1.0, np.nextafter(np.float32(1.0), np.float32(2.0))]
+    s = fused_lif.lif_scan(x, tau=1.0, threshold=1.0).numpy()
+    np.testing.assert_array_equal(s[0, 0], [0.0, 1.0])
+
+
+OPTIONS = list(itertools.product(
+    ["fast_sigmoid", "atan", "sigmoid", "triangle"], ["zero", "subtract", "none"], [False, True]))
+
+
+@pytest.mark.parametrize("surrogate,reset,detach_reset", OPTIONS)
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+def test_gradients_match_reference_autodiff(surrogate, reset, detach_reset, per_neuron):
+    shape = (3, 40, 19)
+    x = make_currents(shape, seed=7, mean=0.3, scale=0.8)
+    rng = np.random.default_rng(5)
+    kwargs = dict(alpha=2.0 if surrogate == "triangle" else 5.0, surrogate=surrogate,
+                  reset=reset, detach_reset=detach_reset,
+                  initial_membrane=rng.normal(0, 0.5, (3, 19)).astype(np.float32))
+    if per_neuron:
+        kwargs["tau"] = rng.uniform(2.0, 30.0, 19).astype(np.float32)
+        kwargs["threshold"] = rng.uniform(0.5, 1.5, 19).astype(np.float32)
+        kwargs["bias"] = rng.normal(0, 0.1, 19).astype(np.float32)
+    else:
+        kwargs["tau"] = np.float32(7.0)  # a scalar tensor: differentiable
+        kwargs["threshold"] = np.float32(0.9)
+    f_spikes, f_final, f_grads = scan_grads(fused_lif.lif_scan, x, **dict(kwargs))
+    r_spikes, r_final, r_grads = scan_grads(reference.lif_scan, x, **dict(kwargs))
+    np.testing.assert_array_equal(f_spikes, r_spikes)
+    np.testing.assert_array_equal(f_final, r_final)
+    assert 0.05 < f_spikes.mean() < 0.9
+    assert set(f_grads) == set(r_grads)
+    for name in r_grads:
+        assert np.any(r_grads[name] != 0), name
+        assert_close_scaled(f_grads[name], r_grads[name], 2e-5, name)
+
+
+@pytest.mark.parametrize("surrogate,reset,detach_reset", OPTIONS)
+def test_gradients_match_numpy_oracle(surrogate, reset, detach_reset):
+    shape = (2, 30, 11)
+    x = make_currents(shape, seed=11, mean=0.3, scale=0.8)
+    rng = np.random.default_rng(6)
+    tau = rng.uniform(2.0, 30.0, 11).astype(np.float32)
+    threshold = rng.uniform(0.5, 1.5, 11).astype(np.float32)
+    initial = rng.normal(0, 0.5, (2, 11)).astype(np.float32)
+    g_spikes = rng.normal(size=shape).astype(np.float32)
+    g_final = rng.normal(size=(2, 11)).astype(np.float32)
+    kwargs = dict(alpha=3.0, surrogate=surrogate, reset=reset, detach_reset=detach_reset)
+    xt, taut, tht, v0 = map(tf.constant, (x, tau, threshold, initial))
+    with tf.GradientTape() as tape:
+        tape.watch([xt, taut, tht, v0])
+        decay = 1.0 - 1.0 / taut
+        spikes, final = fused_lif.lif_scan(xt, tau=taut, threshold=tht, initial_membrane=v0,
+                                           return_state=True, **kwargs)
+        loss = tf.reduce_sum(spikes * g_spikes) + tf.reduce_sum(final * g_final)
+    gx, gth, gv0, gdecay_via_tau = tape.gradient(loss, [xt, tht, v0, taut])
+    e_x, e_decay, e_th, e_v0 = oracle.backward(
+        g_spikes, x, tau, threshold, 3.0, surrogate, reset, detach_reset, initial, g_final)
+    del decay
+    assert_close_scaled(gx.numpy(), e_x, 1e-5, "currents")
+    assert_close_scaled(gth.numpy(), e_th.sum(0), 1e-5, "threshold")
+    assert_close_scaled(gv0.numpy(), e_v0, 1e-5, "initial_membrane")
+    # d/dtau = d/ddecay * 1/tau^2
+    assert_close_scaled(gdecay_via_tau.numpy(), e_decay.sum(0) / tau.astype(np.float64) ** 2,
+                        1e-5, "tau")
+
+
+def test_seed_gradient_through_reset_path():
+    """The seed's autodiff includes d/du of v = u * (1 - s) through s; with
+    detach_reset the gradient differs, so the reset path is really taken."""
+    x = make_currents((2, 30, 8), seed=2)
+    _, _, with_reset = scan_grads(fused_lif.lif_scan, x)
+    _, _, detached = scan_grads(fused_lif.lif_scan, x, detach_reset=True)
+    _, _, ref = scan_grads(reference.lif_scan, x)
+    assert_close_scaled(with_reset["currents"], ref["currents"], 1e-5)
+    assert not np.allclose(with_reset["currents"], detached["currents"])
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
+def test_half_precision_currents(dtype):
+    x = tf.cast(make_currents((3, 50, 20), seed=4), dtype)
+    bias = tf.cast(np.linspace(-0.1, 0.1, 20), dtype)
+    f_spikes, f_final, f_grads = scan_grads(fused_lif.lif_scan, x, bias=bias)
+    r_spikes, r_final, r_grads = scan_grads(reference.lif_scan, x, bias=bias)
+    assert fused_lif.lif_scan(x).dtype == dtype
+    # The membrane is float32 in both: same currents, same spikes.
+    np.testing.assert_array_equal(f_spikes, r_spikes)
+    np.testing.assert_array_equal(f_final, r_final)
+    for name in r_grads:
+        assert_close_scaled(f_grads[name], r_grads[name], 1e-2, name)
+
+
+def test_tf_function_unknown_shapes():
+    fn = tf.function(
+        lambda x: fused_lif.lif_scan(x, tau=5.0),
+        input_signature=[tf.TensorSpec([None, None, 7], tf.float32)])
+    for shape in [(2, 9, 7), (5, 1, 7), (1, 300, 7)]:
+        x = make_currents(shape, seed=shape[1])
+        np.testing.assert_array_equal(fn(x).numpy(), reference.lif_scan(x, tau=5.0).numpy())
+
+
+def test_tf_function_gradient_matches_eager():
+    x = tf.constant(make_currents((4, 25, 16), seed=8))
+
+    def grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fused_lif.lif_scan(x) * tf.range(16, dtype=tf.float32))
+        return tape.gradient(loss, x)
+
+    np.testing.assert_array_equal(grad(x).numpy(), tf.function(grad)(x).numpy())
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (2, 5, 0), (0, 0, 0)], ids=str)
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_empty_dimensions(shape, impl):
+    scan = fused_lif.lif_scan if impl == "fused" else reference.lif_scan
+    x = tf.zeros(shape)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        spikes, final = scan(x, return_state=True)
+        loss = tf.reduce_sum(spikes) + tf.reduce_sum(final)
+    assert spikes.shape == shape and final.shape == (shape[0], shape[2])
+    assert tape.gradient(loss, x).shape == shape
+
+
+def test_deterministic_run_to_run():
+    x = make_currents((16, 100, 128), seed=9)
+    tau = np.linspace(2, 40, 128).astype(np.float32)
+    first = scan_grads(fused_lif.lif_scan, x, tau=tau)
+    for _ in range(3):
+        again = scan_grads(fused_lif.lif_scan, x, tau=tau)
+        np.testing.assert_array_equal(first[0], again[0])
+        for name in first[2]:
+            np.testing.assert_array_equal(first[2][name], again[2][name])
+
+
+def test_registered_gradient_for_forward_op():
+    """The gradient is registered for the op type, so it works in graphs the
+    package did not build (e.g. a restored SavedModel)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [2, 3, 4])
+        s = fused_lif.lif_scan(x)
+        tf.gradients(tf.reduce_sum(s), [x])
+        types = [op.type for op in graph.get_operations()]
+    assert s.op.type == "FusedLif>LifForward"
+    assert types.count("FusedLif>LifBackward") == 1
+    assert "While" not in types and "StatelessWhile" not in types
+
+
+def test_library_is_loaded_once():
+    assert ops.load_library() is ops.load_library()
