@@ -156,7 +156,9 @@ py::tuple lif_forward(const py::handle& currents_obj, const py::handle& tau,
   if (a.batch * a.neurons > 0) {
     py::gil_scoped_release release;
     if (cuda) {
+#if FUSED_LIF_WITH_CUDA
       check_cuda(fused_lif::lif_forward_cuda_from_host(a));
+#endif
     } else {
       fused_lif::lif_forward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a.batch, a.neurons));
     }
@@ -212,7 +214,9 @@ Array lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, c
   {
     py::gil_scoped_release release;
     if (cuda) {
+#if FUSED_LIF_WITH_CUDA
       check_cuda(fused_lif::lif_backward_cuda_from_host(a));
+#endif
     } else {
       fused_lif::lif_backward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a.batch, a.neurons));
       fused_lif::lif_backward_reduce_cpu<float>(a);
@@ -234,6 +238,26 @@ PYBIND11_MODULE(kernels, m) {
         py::arg("surrogate") = "fast_sigmoid", py::arg("reset") = "zero",
         py::arg("detach_reset") = false,
         "Surrogate-gradient backward through time: dL/dspikes and membrane -> dL/dcurrents.");
+  m.def("cuda_benchmark", [](int64_t batch, int64_t time, int64_t neurons, int repeats) {
+    if (batch <= 0 || time <= 0 || neurons <= 0 || repeats <= 0) {
+      throw py::value_error("cuda_benchmark: batch, time, neurons and repeats must be positive");
+    }
+#if FUSED_LIF_WITH_CUDA
+    fused_lif::LifCudaTimings t;
+    check_cuda(fused_lif::lif_cuda_benchmark(batch, time, neurons, repeats, &t));
+    py::dict d;
+    d["forward_ms"] = t.forward_ms;
+    d["backward_ms"] = t.backward_ms;
+    d["copy_ms"] = t.copy_ms;
+    d["forward_bytes"] = t.forward_bytes;
+    d["backward_bytes"] = t.backward_bytes;
+    d["copy_bytes"] = t.copy_bytes;
+    return d;
+#else
+    throw py::value_error("cuda_benchmark: this build of fused_lif.kernels has no CUDA kernels");
+#endif
+  }, py::arg("batch"), py::arg("time"), py::arg("neurons"), py::arg("repeats") = 20,
+     "Times the CUDA kernels and a device-to-device copy on device-resident data.");
   m.def("cuda_available", []() {
 #if FUSED_LIF_WITH_CUDA
     return fused_lif::lif_cuda_device_count() > 0;

@@ -259,6 +259,86 @@ int lif_backward_cuda_from_host(const LifBackwardArgs& h) {
   return buf.error();
 }
 
+namespace {
+// Deterministic currents in about [-0.5, 1.5) for the benchmark.
+__global__ void fill_kernel(float* x, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] = static_cast<float>((i * 2654435761u) % 1000u) * 0.002f - 0.5f;
+}
+
+template <typename F>
+cudaError_t time_ms(F launch, int repeats, cudaEvent_t start, cudaEvent_t stop, float* ms) {
+  launch();  // warm-up
+  cudaEventRecord(start);
+  for (int r = 0; r < repeats; ++r) launch();
+  cudaEventRecord(stop);
+  cudaError_t err = cudaEventSynchronize(stop);
+  if (err != cudaSuccess) return err;
+  err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  cudaEventElapsedTime(ms, start, stop);
+  *ms /= repeats;
+  return cudaSuccess;
+}
+}  // namespace
+
+int lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats,
+                       LifCudaTimings* out) {
+  const int64_t seq = batch * time * neurons, state = batch * neurons;
+  DeviceBuffers buf;
+  const float zero = 0.0f, decay = 0.95f, threshold = 1.0f;
+  LifForwardArgs f;
+  f.batch = batch;
+  f.time = time;
+  f.neurons = neurons;
+  f.currents = buf.in(nullptr, seq);
+  f.bias = buf.in(&zero, 1);
+  f.decay = buf.in(&decay, 1);
+  f.threshold = buf.in(&threshold, 1);
+  float* initial = buf.in(nullptr, state);
+  f.initial_membrane = initial;
+  f.spikes = buf.in(nullptr, seq);
+  f.membrane = buf.in(nullptr, seq);
+  f.final_membrane = buf.in(nullptr, state);
+  LifBackwardArgs b;
+  b.batch = batch;
+  b.time = time;
+  b.neurons = neurons;
+  b.grad_spikes = f.spikes;
+  b.grad_final_membrane = initial;
+  b.membrane = f.membrane;
+  b.initial_membrane = initial;
+  b.decay = f.decay;
+  b.threshold = f.threshold;
+  b.grad_currents = buf.in(nullptr, seq);
+  b.grad_initial_membrane = buf.in(nullptr, state);
+  b.grad_bias = buf.in(nullptr, 1);
+  b.grad_decay = buf.in(nullptr, 1);
+  b.grad_threshold = buf.in(nullptr, 1);
+  b.scratch = buf.in(nullptr, kScratchRows * state);
+  // The forward reads currents and writes spikes and membrane; the backward
+  // reads grad_spikes and membrane and writes grad_currents (4 bytes each).
+  out->forward_bytes = out->backward_bytes = 12 * seq;
+  out->copy_bytes = 12 * seq;  // a copy of 6·seq bytes reads and writes 12·seq
+  float* copy_src = buf.in(nullptr, seq * 3 / 2 + 1);
+  float* copy_dst = buf.in(nullptr, seq * 3 / 2 + 1);
+  if (buf.error() != cudaSuccess) return buf.error();
+  fill_kernel<<<blocks_for(seq), kThreads>>>(const_cast<float*>(static_cast<const float*>(f.currents)), seq);
+  cudaMemset(initial, 0, state * sizeof(float));
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaError_t err = time_ms([&] { forward<float>(f, nullptr); }, repeats, start, stop, &out->forward_ms);
+  if (err == cudaSuccess)
+    err = time_ms([&] { backward<float>(b, nullptr); }, repeats, start, stop, &out->backward_ms);
+  if (err == cudaSuccess)
+    err = time_ms([&] { cudaMemcpyAsync(copy_dst, copy_src, 6 * seq, cudaMemcpyDeviceToDevice); },
+                  repeats, start, stop, &out->copy_ms);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return err;
+}
+
 int lif_cuda_device_count() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;

@@ -1,0 +1,92 @@
+"""Checks the kernels through fused_lif.kernels against the numpy oracle
+(spikes and membrane bit-identical; gradients within 1e-5 of max |grad|),
+without TensorFlow. `--device cuda` (gpu_check.sh) also reports the CUDA
+kernels' bandwidth; `--device cpu` is what sanitize.sh runs under ASan/UBSan.
+
+    PYTHONPATH=<build dir>:tests python3 tests/standalone/check_kernels.py --device cpu
+"""
+
+import argparse
+import itertools
+import sys
+import time
+
+import numpy as np
+
+import kernels  # the bindings built by gpu_check.sh
+import oracle
+
+SHAPES = [(1, 1, 1), (3, 50, 7), (7, 33, 300), (2, 1000, 257), (64, 100, 512), (33, 20, 1031)]
+OPTIONS = list(itertools.product(["fast_sigmoid", "atan", "sigmoid", "triangle"],
+                                 ["zero", "subtract", "none"], [False, True]))
+
+
+def currents(shape, seed):
+    return np.random.default_rng(seed).normal(0.3, 1.0, shape).astype(np.float32)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
+    device = parser.parse_args().device
+    if device == "cuda" and not kernels.cuda_available():
+        print("FAIL: no CUDA device visible to fused_lif.kernels")
+        return 1
+    failures = 0
+    start = time.time()
+    for i, shape in enumerate(SHAPES):
+        for tau, threshold in [(20.0, 1.0), (3.0, 0.0)]:
+            x = currents(shape, i)
+            for reset in ["zero", "subtract", "none"]:
+                s, u = kernels.lif_forward(x, tau, threshold, device, reset=reset)
+                es, eu, _ = oracle.forward(x, tau, threshold, reset)
+                ok = np.array_equal(s, es) and np.array_equal(u, eu)
+                failures += not ok
+                print(f"forward  {str(shape):16} tau={tau:<4} th={threshold:<3} {reset:8} "
+                      f"{'ok' if ok else 'MISMATCH'}")
+    tau = np.linspace(2, 30, 300).astype(np.float32)
+    for surrogate, reset, detach in OPTIONS:
+        shape = (7, 33, 300)
+        x = currents(shape, 99)
+        g = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+        _, u = kernels.lif_forward(x, tau, 0.9, device, reset=reset)
+        got = kernels.lif_backward(g, u, tau, 0.9, 3.0, device, surrogate=surrogate, reset=reset,
+                                   detach_reset=detach)
+        cpu = kernels.lif_backward(g, u, tau, 0.9, 3.0, "cpu", surrogate=surrogate, reset=reset,
+                                   detach_reset=detach)
+        want = oracle.backward(g, x, tau, 0.9, 3.0, surrogate, reset, detach)[0]
+        err = np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
+        err_cpu = np.max(np.abs(got - cpu)) / max(np.max(np.abs(cpu)), 1e-30)
+        ok = err <= 1e-5 and err_cpu <= 1e-5
+        failures += not ok
+        print(f"backward {surrogate:12} {reset:8} detach={detach!s:5} err={err:.1e} "
+              f"vs-cpu={err_cpu:.1e} {'ok' if ok else 'MISMATCH'}")
+    # Edge cases: empty dimensions, strided views, non-finite currents.
+    for shape in [(0, 3, 2), (2, 0, 2), (2, 3, 0)]:
+        s, u = kernels.lif_forward(np.zeros(shape, np.float32), 20.0, 1.0, device)
+        g = kernels.lif_backward(s, u, 20.0, 1.0, 10.0, device)
+        failures += not (s.shape == u.shape == g.shape == shape)
+    x = currents((4, 40, 30), 5)
+    x[0, 3, :5] = [np.nan, np.inf, -np.inf, 3e38, -3e38]
+    view = x[:, ::3, 1::2]
+    s, u = kernels.lif_forward(view, 20.0, 1.0, device)
+    es, eu, _ = oracle.forward(np.ascontiguousarray(view))
+    ok = np.array_equal(s, es) and np.array_equal(u, eu, equal_nan=True)
+    failures += not ok
+    print(f"edge cases (empty, strided, non-finite) {'ok' if ok else 'MISMATCH'}")
+    print(f"\ncorrectness on {device}: {failures} failures ({time.time() - start:.1f} s)\n")
+    if device != "cuda":
+        return 1 if failures else 0
+    print(f"{'shape':>18} {'kernel':>9} {'ms':>8} {'GB/s':>8} {'copy GB/s':>10} {'of copy':>8}")
+    for shape in [(64, 100, 512), (128, 100, 512), (256, 200, 1024), (32, 1000, 1024)]:
+        t = kernels.cuda_benchmark(*shape, 20)
+        copy_bw = t["copy_bytes"] / t["copy_ms"] / 1e6
+        for name in ("forward", "backward"):
+            bw = t[f"{name}_bytes"] / t[f"{name}_ms"] / 1e6
+            print(f"{str(shape):>18} {name:>9} {t[f'{name}_ms']:8.3f} {bw:8.0f} {copy_bw:10.0f} "
+                  f"{bw / copy_bw:8.0%}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
