@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -63,3 +66,15 @@ def assert_close_scaled(actual, expected, rtol=1e-5, name=""):
     scale = max(np.max(np.abs(expected), initial=0.0), 1e-30)
     err = np.max(np.abs(actual - expected), initial=0.0)
     assert err <= rtol * scale, f"{name}: max error {err} > {rtol} * {scale}"
+
+
+def run_python(code, env=None, args=(), timeout=300):
+    """Runs code in a fresh interpreter (as a user's new process would), with
+    this folder importable; fails the test with its output if it fails."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    here = os.path.dirname(os.path.abspath(__file__))
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, full_env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr

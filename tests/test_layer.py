@@ -1,10 +1,5 @@
 """LIFLayer: a drop-in for the seed's layer, and a Keras citizen."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -14,18 +9,7 @@ import fused_lif
 from fused_lif import LIFLayer
 
 import seed_notebook
-from conftest import assert_close_scaled
-
-
-def run_python(code, env=None, timeout=300):
-    """Runs code in a fresh interpreter (as a user's new process would)."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-    here = os.path.dirname(os.path.abspath(__file__))
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, full_env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=full_env, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
+from conftest import assert_close_scaled, run_python
 
 
 def spike_input(shape, seed=0, rate=0.3):
