@@ -89,7 +89,7 @@ LIF_HOST_DEVICE float lif_charge(float decay, float v_prev, float current) {
 
 // s[t] = [u[t] > θ]   (NaN never spikes)
 LIF_HOST_DEVICE float lif_spike(float u, float threshold) {
-  return u > threshold ? 1.0f : 0.0f;
+  return static_cast<float>(u > threshold);
 }
 
 // v[t] = reset(u[t], s[t])
