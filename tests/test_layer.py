@@ -368,3 +368,17 @@ def test_unloadable_library_names_tensorflow_version(tmp_path):
             print("version ok")
     """, env={"FUSED_LIF_OP_LIBRARY": str(bad)})
     assert "version ok" in out
+
+
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_unknown_batch_and_time_dimensions(implementation):
+    inputs = keras.Input(shape=(None, 6))
+    outputs = LIFLayer(5, implementation=implementation)(inputs)
+    model = keras.Model(inputs, outputs)
+    assert tuple(model.output_shape) == (None, None, 5)
+    model.summary(print_fn=lambda *a, **k: None)
+    fn = tf.function(model, input_signature=[tf.TensorSpec([None, None, 6], tf.float32)])
+    for shape in [(2, 7, 6), (5, 1, 6), (1, 40, 6)]:
+        x = spike_input(shape, seed=shape[1], rate=0.6)
+        np.testing.assert_array_equal(fn(x).numpy(), model(x).numpy())
+        assert fn(x).shape == shape[:2] + (5,)
