@@ -160,7 +160,7 @@ py::tuple lif_forward(const py::handle& currents_obj, const py::handle& tau,
       check_cuda(fused_lif::lif_forward_cuda_from_host(a));
 #endif
     } else {
-      fused_lif::lif_forward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a.batch, a.neurons));
+      fused_lif::lif_forward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
     }
   }
   return py::make_tuple(spikes, membrane);
@@ -218,7 +218,7 @@ Array lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, c
       check_cuda(fused_lif::lif_backward_cuda_from_host(a));
 #endif
     } else {
-      fused_lif::lif_backward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a.batch, a.neurons));
+      fused_lif::lif_backward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
       fused_lif::lif_backward_reduce_cpu<float>(a);
     }
   }

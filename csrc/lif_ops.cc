@@ -209,15 +209,15 @@ template <typename T>
 struct Launch<CPUDevice, T> {
   static constexpr bool kOnHost = true;
   static void Forward(OpKernelContext* ctx, const LifForwardArgs& args) {
-    const int64_t tiles = lif_cpu_tiles(args.batch, args.neurons);
+    const int64_t tiles = lif_cpu_tiles(args);
     const auto& workers = *ctx->device()->tensorflow_cpu_worker_threads();
-    tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args.time),
+    tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args),
                       [&args](int64_t begin, int64_t end) { lif_forward_cpu<T>(args, begin, end); });
   }
   static void Backward(OpKernelContext* ctx, const LifBackwardArgs& args) {
-    const int64_t tiles = lif_cpu_tiles(args.batch, args.neurons);
+    const int64_t tiles = lif_cpu_tiles(args);
     const auto& workers = *ctx->device()->tensorflow_cpu_worker_threads();
-    tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args.time),
+    tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args),
                       [&args](int64_t begin, int64_t end) { lif_backward_cpu<T>(args, begin, end); });
     lif_backward_reduce_cpu<T>(args);
   }
