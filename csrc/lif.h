@@ -127,8 +127,10 @@ struct LifColumnGrads {
 };
 
 // One backward step at time t. `u` is u[t], `v_prev` is v[t-1] and
-// `grad_spike` is gs[t]; returns dL/dI[t] and updates `g` in place.
-template <Surrogate S, Reset R>
+// `grad_spike` is gs[t]; returns dL/dI[t] and updates `g` in place. Without
+// ParamGrads (tau and threshold are constants) dL/dd and dL/dθ are not
+// accumulated and `v_prev` is not used.
+template <Surrogate S, Reset R, bool ParamGrads>
 LIF_HOST_DEVICE float lif_backward_step(float u, float v_prev, float grad_spike,
                                         float decay, float threshold, float alpha,
                                         bool detach_reset, LifColumnGrads& g) {
@@ -148,8 +150,10 @@ LIF_HOST_DEVICE float lif_backward_step(float u, float v_prev, float grad_spike,
   const bool reset_path = R != Reset::kNone && !detach_reset;
   const float gs_total = reset_path ? grad_spike + gv * dv_ds : grad_spike;
   const float gu = gv * dv_du + gs_total * sg;
-  g.decay += gu * v_prev;
-  g.threshold += R == Reset::kSubtract ? gv * dv_dth - gs_total * sg : -gs_total * sg;
+  if (ParamGrads) {
+    g.decay += gu * v_prev;
+    g.threshold += R == Reset::kSubtract ? gv * dv_dth - gs_total * sg : -gs_total * sg;
+  }
   g.bias += gu;
   g.membrane = gu * decay;
   return gu;

@@ -205,6 +205,9 @@ Array lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, c
   a.threshold_stride = th.stride;
   a.alpha = static_cast<float>(alpha);
   a.detach_reset = detach_reset;
+  // Only dL/dcurrents is returned; accumulating the parameter gradients for
+  // per-neuron parameters keeps that path of the kernels exercised.
+  a.param_grads = decay.stride != 0 || th.stride != 0;
   a.grad_currents = grad_currents.mutable_data();
   a.grad_initial_membrane = grad_initial.mutable_data();
   a.grad_bias = &grad_bias;

@@ -98,38 +98,40 @@ void forward_tiles(const LifForwardArgs& a, int64_t begin, int64_t end) {
   }
 }
 
-template <typename T, Surrogate S, Reset R>
+template <typename T, Surrogate S, Reset R, bool ParamGrads>
 void backward_tiles(const LifBackwardArgs& a, int64_t begin, int64_t end) {
   const int64_t N = a.neurons, BN = a.batch * a.neurons;
   const T* grad_spikes = static_cast<const T*>(a.grad_spikes);
   T* grad_currents = static_cast<T*>(a.grad_currents);
   constexpr int64_t kB = kBackwardBlock;
-  float decay[kB], threshold[kB], v_prev[kB];
+  float decay[kB], threshold[kB];
   float g_membrane[kB], g_decay[kB], g_threshold[kB], g_bias[kB];
   for (int64_t k = begin; k < end; ++k) {
     const Tile tile = tile_at<kB>(k, N);
     load_param(a.decay, a.decay_stride, tile, decay);
     load_param(a.threshold, a.threshold_stride, tile, threshold);
     const int64_t state = tile.b * N + tile.n0;
+    const float* initial = a.initial_membrane + state;
     for (int64_t i = 0; i < tile.len; ++i) {
       g_membrane[i] = a.grad_final_membrane[state + i];
       g_decay[i] = g_threshold[i] = g_bias[i] = 0.0f;
     }
     for (int64_t t = a.time - 1; t >= 0; --t) {
       const int64_t row = (tile.b * a.time + t) * N + tile.n0;
-      // v[t-1]: recomputed from u[t-1], or the initial membrane at t = 0.
-      if (t > 0) {
-        const float* u_prev = a.membrane + row - N;
-        for (int64_t i = 0; i < tile.len; ++i)
-          v_prev[i] = lif_reset<R>(u_prev[i], lif_spike(u_prev[i], threshold[i]), threshold[i]);
-      } else {
-        for (int64_t i = 0; i < tile.len; ++i) v_prev[i] = a.initial_membrane[state + i];
-      }
+      const float* u = a.membrane + row;
+      const float* u_prev = t > 0 ? u - N : u;  // a valid row either way
       for (int64_t i = 0; i < tile.len; ++i) {
+        // v[t-1]: recomputed from u[t-1], or the initial membrane at t = 0.
+        float v_prev = 0.0f;
+        if (ParamGrads) {
+          const float recomputed = lif_reset<R>(u_prev[i], lif_spike(u_prev[i], threshold[i]),
+                                                threshold[i]);
+          v_prev = t > 0 ? recomputed : initial[i];
+        }
         LifColumnGrads g{g_membrane[i], g_decay[i], g_threshold[i], g_bias[i]};
-        const float grad_current = lif_backward_step<S, R>(
-            a.membrane[row + i], v_prev[i], static_cast<float>(grad_spikes[row + i]), decay[i],
-            threshold[i], a.alpha, a.detach_reset, g);
+        const float grad_current = lif_backward_step<S, R, ParamGrads>(
+            u[i], v_prev, static_cast<float>(grad_spikes[row + i]), decay[i], threshold[i],
+            a.alpha, a.detach_reset, g);
         grad_currents[row + i] = static_cast<T>(grad_current);
         g_membrane[i] = g.membrane;
         g_decay[i] = g.decay;
@@ -163,12 +165,25 @@ void reduce_scratch(const float* rows, int64_t batch, int64_t neurons, int64_t s
   }
 }
 
-template <typename T, Surrogate S>
+template <typename T, Surrogate S, bool ParamGrads>
 void backward_tiles_for(const LifBackwardArgs& a, int64_t begin, int64_t end) {
   switch (a.reset) {
-    case Reset::kZero: return backward_tiles<T, S, Reset::kZero>(a, begin, end);
-    case Reset::kSubtract: return backward_tiles<T, S, Reset::kSubtract>(a, begin, end);
-    case Reset::kNone: return backward_tiles<T, S, Reset::kNone>(a, begin, end);
+    case Reset::kZero: return backward_tiles<T, S, Reset::kZero, ParamGrads>(a, begin, end);
+    case Reset::kSubtract: return backward_tiles<T, S, Reset::kSubtract, ParamGrads>(a, begin, end);
+    case Reset::kNone: return backward_tiles<T, S, Reset::kNone, ParamGrads>(a, begin, end);
+  }
+}
+
+template <typename T, bool ParamGrads>
+void backward_tiles_for(const LifBackwardArgs& a, int64_t begin, int64_t end) {
+  switch (a.surrogate) {
+    case Surrogate::kFastSigmoid:
+      return backward_tiles_for<T, Surrogate::kFastSigmoid, ParamGrads>(a, begin, end);
+    case Surrogate::kAtan: return backward_tiles_for<T, Surrogate::kAtan, ParamGrads>(a, begin, end);
+    case Surrogate::kSigmoid:
+      return backward_tiles_for<T, Surrogate::kSigmoid, ParamGrads>(a, begin, end);
+    case Surrogate::kTriangle:
+      return backward_tiles_for<T, Surrogate::kTriangle, ParamGrads>(a, begin, end);
   }
 }
 
@@ -187,22 +202,22 @@ FUSED_LIF_CPU_DISPATCH void lif_forward_cpu(const LifForwardArgs& a, int64_t beg
 // Runs the backward scan on tiles [begin, end); fills a.scratch for them.
 template <typename T>
 FUSED_LIF_CPU_DISPATCH void lif_backward_cpu(const LifBackwardArgs& a, int64_t begin, int64_t end) {
-  using cpu_detail::backward_tiles_for;
-  switch (a.surrogate) {
-    case Surrogate::kFastSigmoid: return backward_tiles_for<T, Surrogate::kFastSigmoid>(a, begin, end);
-    case Surrogate::kAtan: return backward_tiles_for<T, Surrogate::kAtan>(a, begin, end);
-    case Surrogate::kSigmoid: return backward_tiles_for<T, Surrogate::kSigmoid>(a, begin, end);
-    case Surrogate::kTriangle: return backward_tiles_for<T, Surrogate::kTriangle>(a, begin, end);
-  }
+  if (a.param_grads) return cpu_detail::backward_tiles_for<T, true>(a, begin, end);
+  return cpu_detail::backward_tiles_for<T, false>(a, begin, end);
 }
 
 // After every tile's backward: the parameter gradients from a.scratch.
 template <typename T>
 void lif_backward_reduce_cpu(const LifBackwardArgs& a) {
   const int64_t BN = a.batch * a.neurons;
-  cpu_detail::reduce_scratch(a.scratch, a.batch, a.neurons, a.decay_stride, a.grad_decay);
-  cpu_detail::reduce_scratch(a.scratch + BN, a.batch, a.neurons, a.threshold_stride,
-                             a.grad_threshold);
+  if (a.param_grads) {
+    cpu_detail::reduce_scratch(a.scratch, a.batch, a.neurons, a.decay_stride, a.grad_decay);
+    cpu_detail::reduce_scratch(a.scratch + BN, a.batch, a.neurons, a.threshold_stride,
+                               a.grad_threshold);
+  } else {
+    std::fill_n(a.grad_decay, a.decay_stride ? a.neurons : 1, 0.0f);
+    std::fill_n(a.grad_threshold, a.threshold_stride ? a.neurons : 1, 0.0f);
+  }
   cpu_detail::reduce_scratch(a.scratch + 2 * BN, a.batch, a.neurons, a.bias_stride,
                              static_cast<T*>(a.grad_bias));
 }

@@ -17,6 +17,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
+inline int64_t param_size(int64_t stride, int64_t neurons) { return stride ? neurons : 1; }
+
 inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 template <typename T, Reset R>
@@ -41,7 +43,7 @@ __global__ void lif_forward_kernel(const LifForwardArgs a) {
   a.final_membrane[col] = v;
 }
 
-template <typename T, Surrogate S, Reset R>
+template <typename T, Surrogate S, Reset R, bool ParamGrads>
 __global__ void lif_backward_kernel(const LifBackwardArgs a) {
   const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t BN = a.batch * a.neurons;
@@ -56,12 +58,13 @@ __global__ void lif_backward_kernel(const LifBackwardArgs a) {
   float u = a.time > 0 ? a.membrane[idx] : 0.0f;
   for (int64_t t = a.time - 1; t >= 0; --t, idx -= N) {
     // v[t-1]: recomputed from u[t-1], or the initial membrane at t = 0.
-    float u_prev = 0.0f, v_prev = a.initial_membrane[col];
-    if (t > 0) {
-      u_prev = a.membrane[idx - N];
-      v_prev = lif_reset<R>(u_prev, lif_spike(u_prev, threshold), threshold);
+    float u_prev = 0.0f, v_prev = 0.0f;
+    if (t > 0) u_prev = a.membrane[idx - N];
+    if (ParamGrads) {
+      v_prev = t > 0 ? lif_reset<R>(u_prev, lif_spike(u_prev, threshold), threshold)
+                     : a.initial_membrane[col];
     }
-    const float grad_current = lif_backward_step<S, R>(
+    const float grad_current = lif_backward_step<S, R, ParamGrads>(
         u, v_prev, static_cast<float>(grad_spikes[idx]), decay, threshold, a.alpha,
         a.detach_reset, g);
     grad_currents[idx] = static_cast<T>(grad_current);
@@ -126,19 +129,29 @@ int forward(const LifForwardArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename T, Surrogate S>
+template <typename T, Surrogate S, bool ParamGrads>
 void launch_backward(const LifBackwardArgs& a, cudaStream_t stream) {
   const unsigned blocks = blocks_for(a.batch * a.neurons);
   switch (a.reset) {
     case Reset::kZero:
-      lif_backward_kernel<T, S, Reset::kZero><<<blocks, kThreads, 0, stream>>>(a);
+      lif_backward_kernel<T, S, Reset::kZero, ParamGrads><<<blocks, kThreads, 0, stream>>>(a);
       break;
     case Reset::kSubtract:
-      lif_backward_kernel<T, S, Reset::kSubtract><<<blocks, kThreads, 0, stream>>>(a);
+      lif_backward_kernel<T, S, Reset::kSubtract, ParamGrads><<<blocks, kThreads, 0, stream>>>(a);
       break;
     case Reset::kNone:
-      lif_backward_kernel<T, S, Reset::kNone><<<blocks, kThreads, 0, stream>>>(a);
+      lif_backward_kernel<T, S, Reset::kNone, ParamGrads><<<blocks, kThreads, 0, stream>>>(a);
       break;
+  }
+}
+
+template <typename T, bool ParamGrads>
+void launch_backward(const LifBackwardArgs& a, cudaStream_t stream) {
+  switch (a.surrogate) {
+    case Surrogate::kFastSigmoid: launch_backward<T, Surrogate::kFastSigmoid, ParamGrads>(a, stream); break;
+    case Surrogate::kAtan: launch_backward<T, Surrogate::kAtan, ParamGrads>(a, stream); break;
+    case Surrogate::kSigmoid: launch_backward<T, Surrogate::kSigmoid, ParamGrads>(a, stream); break;
+    case Surrogate::kTriangle: launch_backward<T, Surrogate::kTriangle, ParamGrads>(a, stream); break;
   }
 }
 
@@ -146,17 +159,23 @@ template <typename T>
 int backward(const LifBackwardArgs& a, cudaStream_t stream) {
   const int64_t BN = a.batch * a.neurons;
   if (BN > 0) {
-    switch (a.surrogate) {
-      case Surrogate::kFastSigmoid: launch_backward<T, Surrogate::kFastSigmoid>(a, stream); break;
-      case Surrogate::kAtan: launch_backward<T, Surrogate::kAtan>(a, stream); break;
-      case Surrogate::kSigmoid: launch_backward<T, Surrogate::kSigmoid>(a, stream); break;
-      case Surrogate::kTriangle: launch_backward<T, Surrogate::kTriangle>(a, stream); break;
+    if (a.param_grads) {
+      launch_backward<T, true>(a, stream);
+    } else {
+      launch_backward<T, false>(a, stream);
     }
     const int err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  reduce_scratch(a.scratch, a.batch, a.neurons, a.decay_stride, a.grad_decay, stream);
-  reduce_scratch(a.scratch + BN, a.batch, a.neurons, a.threshold_stride, a.grad_threshold, stream);
+  if (a.param_grads) {
+    reduce_scratch(a.scratch, a.batch, a.neurons, a.decay_stride, a.grad_decay, stream);
+    reduce_scratch(a.scratch + BN, a.batch, a.neurons, a.threshold_stride, a.grad_threshold,
+                   stream);
+  } else {
+    cudaMemsetAsync(a.grad_decay, 0, param_size(a.decay_stride, a.neurons) * sizeof(float), stream);
+    cudaMemsetAsync(a.grad_threshold, 0, param_size(a.threshold_stride, a.neurons) * sizeof(float),
+                    stream);
+  }
   reduce_scratch(a.scratch + 2 * BN, a.batch, a.neurons, a.bias_stride,
                  static_cast<T*>(a.grad_bias), stream);
   return cudaGetLastError();
@@ -192,8 +211,6 @@ class DeviceBuffers {
   std::vector<void*> owned_;
   cudaError_t error_ = cudaSuccess;
 };
-
-inline int64_t param_size(int64_t stride, int64_t neurons) { return stride ? neurons : 1; }
 
 }  // namespace
 

@@ -47,6 +47,7 @@ struct LifBackwardArgs {
   Surrogate surrogate = Surrogate::kFastSigmoid;
   Reset reset = Reset::kZero;
   bool detach_reset = false;
+  bool param_grads = true;  // false: tau and threshold are constants, their gradients are 0
   int64_t bias_stride = 0;                      // shape of bias: [neurons] or []
   void* grad_currents = nullptr;                // [batch, time, neurons] out
   float* grad_initial_membrane = nullptr;       // [batch, neurons] out

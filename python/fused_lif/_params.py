@@ -44,7 +44,7 @@ def check_currents(currents, name="currents"):
     return currents
 
 
-def _is_number(x):
+def is_number(x):
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
@@ -75,7 +75,7 @@ def decay(tau, neurons):
     tensor or array gives a float32 tensor (computed in float32), differentiable
     w.r.t. tau.
     """
-    if _is_number(tau):
+    if is_number(tau):
         if not (math.isfinite(tau) and tau > 0):
             raise ValueError(f"tau must be positive and finite, got {tau}")
         return 1.0 - 1.0 / tau
@@ -92,7 +92,7 @@ def decay(tau, neurons):
 
 def threshold(threshold, neurons):
     """The threshold as a Python float or a float32 tensor ([] or [neurons])."""
-    if _is_number(threshold):
+    if is_number(threshold):
         if math.isnan(threshold):
             raise ValueError("threshold must not be NaN")
         return float(threshold)

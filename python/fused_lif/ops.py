@@ -93,7 +93,8 @@ def _lif_forward_grad(op, grad_spikes, grad_membrane, grad_final_membrane):
         grad_spikes = tf.zeros_like(spikes)
     if grad_final_membrane is None:
         grad_final_membrane = tf.zeros_like(final_membrane)
-    attrs = {name: op.get_attr(name) for name in ("alpha", "surrogate", "reset", "detach_reset")}
+    attrs = {name: op.get_attr(name)
+             for name in ("alpha", "surrogate", "reset", "detach_reset", "param_grads")}
     attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     grads = load_library().fused_lif_lif_backward(
         grad_spikes, grad_final_membrane, membrane, initial, bias, decay, threshold, **attrs
@@ -114,6 +115,8 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     _params.check_options(alpha, surrogate, reset, detach_reset)
     currents = _params.check_currents(currents)
     neurons = currents.shape[-1]
+    # Python numbers are constants: the backward skips their gradients.
+    param_grads = not (_params.is_number(tau) and _params.is_number(threshold))
     decay = tf.convert_to_tensor(_params.decay(tau, neurons), tf.float32)
     threshold = tf.convert_to_tensor(_params.threshold(threshold, neurons), tf.float32)
     bias = _params.bias(bias, currents)
@@ -122,6 +125,6 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     initial = _params.initial_membrane(initial_membrane, currents)
     spikes, _, final_membrane = load_library().fused_lif_lif_forward(
         currents, bias, decay, threshold, initial, alpha=float(alpha), surrogate=surrogate,
-        reset=reset, detach_reset=bool(detach_reset),
+        reset=reset, detach_reset=bool(detach_reset), param_grads=param_grads,
     )
     return (spikes, final_membrane) if return_state else spikes
