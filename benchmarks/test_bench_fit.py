@@ -1,0 +1,38 @@
+"""The seed notebook's training cell: model.fit on 1,000 samples, T = 20,
+batch 32, 20% validation, Keras overhead included, fused vs reference from the
+same weights. One fit(epochs=1 + max(8, rounds)) call per implementation, as the
+notebook trains: pytest-benchmark times the whole call; extra_info holds each
+epoch's seconds, and ratios.py compares the median epoch after the first (the
+first traces the functions)."""
+
+import statistics
+
+import pytest
+
+from fused_lif import benchmarking as bm
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fused", "no-scan"])
+def test_notebook_fit_epochs(run_benchmark, benchmark, cache, bench_settings, implementation):
+    """no-scan: the same fit without the LIF scan, the bound for any
+    implementation (not a spiking model: nothing to check)."""
+    setups = cache.get("notebook-fit", lambda: {
+        impl: bm.notebook_fit(impl) for impl in ("reference", "fused")})
+    x, y = setups["reference"][2]
+
+    def check():
+        return bm.compare_models(setups["fused"][0], setups["reference"][0], x[:64], y[:64])
+
+    result = cache.get("notebook-fit-check", check)  # before either model trains
+    if implementation == "no-scan":
+        model, fit, _ = bm.notebook_fit("no-scan")
+    else:
+        model, fit, _ = setups[implementation]
+        benchmark.extra_info["max_abs_diff"] = result["max_abs_diff"]
+    epochs = 1 + max(8, bench_settings["rounds"])
+    history, seconds = run_benchmark(fit, (epochs,), rounds=1, warmup=0,
+                                     group="seed notebook: model.fit", kind="notebook-fit",
+                                     shape="seed", implementation=implementation)
+    benchmark.extra_info.update(epochs=epochs, epoch_seconds=seconds, first_epoch_s=seconds[0],
+                                epoch_median_s=statistics.median(seconds[1:]))
+    assert len(history.history["loss"]) == epochs

@@ -1,0 +1,52 @@
+"""Op level: the LIF scan alone, forward and forward + backward, fused vs
+reference, at each shape's [batch, time, hidden]. Each benchmark asserts the
+fused result equals the reference (spikes exactly, gradients to rounding)."""
+
+import pytest
+
+from fused_lif import benchmarking as bm
+
+IMPLEMENTATIONS = ["reference", "fused"]  # reference first: its result is cached
+
+
+def _inputs(cache, shape):
+    return cache.get(("op-inputs", shape.name), lambda: bm.op_inputs(*shape.op_shape))
+
+
+def _info(shape, implementation, kind, backward):
+    batch, time, neurons = shape.op_shape
+    return dict(kind=kind, shape=shape.name, implementation=implementation,
+                op_shape=list(shape.op_shape), elements=batch * time * neurons,
+                bytes=bm.lif_bytes(batch, time, neurons, backward=backward))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_op_forward(run_benchmark, cache, shape_name, implementation):
+    shape = bm.get_shape(shape_name)
+    currents, _ = _inputs(cache, shape)
+    spikes = run_benchmark(bm.lif_forward_fn(implementation), (currents,),
+                           group=f"op forward: {shape}",
+                           **_info(shape, implementation, "op-forward", backward=False))
+    key = ("op-forward-reference", shape.name)
+    if implementation == "reference":
+        cache.get(key, lambda: spikes.numpy())
+    reference = cache.get(key, lambda: bm.lif_forward_fn("reference")(currents).numpy())
+    bm.assert_same_result(spikes.numpy(), reference)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_op_forward_backward(run_benchmark, benchmark, cache, shape_name, implementation):
+    shape = bm.get_shape(shape_name)
+    currents, grad_spikes = _inputs(cache, shape)
+    spikes, grad = run_benchmark(bm.lif_forward_backward_fn(implementation),
+                                 (currents, grad_spikes),
+                                 group=f"op forward+backward: {shape}",
+                                 **_info(shape, implementation, "op-forward-backward",
+                                         backward=True))
+    key = ("op-forward-backward-reference", shape.name)
+    if implementation == "reference":
+        cache.get(key, lambda: (spikes.numpy(), grad.numpy()))
+    ref_spikes, ref_grad = cache.get(key, lambda: tuple(
+        t.numpy() for t in bm.lif_forward_backward_fn("reference")(currents, grad_spikes)))
+    diff = bm.assert_same_result(spikes.numpy(), ref_spikes, [grad.numpy()], [ref_grad])
+    benchmark.extra_info["max_abs_diff"] = diff
