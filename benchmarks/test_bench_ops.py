@@ -50,3 +50,19 @@ def test_op_forward_backward(run_benchmark, benchmark, cache, shape_name, implem
         t.numpy() for t in bm.lif_forward_backward_fn("reference")(currents, grad_spikes)))
     diff = bm.assert_same_result(spikes.numpy(), ref_spikes, [grad.numpy()], [ref_grad])
     benchmark.extra_info["max_abs_diff"] = diff
+
+
+@pytest.mark.parametrize("config", list(bm.OPTION_CONFIGS))
+def test_op_options(run_benchmark, benchmark, cache, shape_name, config):
+    """Issue 7: atan + subtract + a per-neuron (trainable) tau, fused, vs the
+    seed's neuron; the options' result is checked against the reference."""
+    shape = bm.get_shape(shape_name)
+    currents, grad_spikes = _inputs(cache, shape)
+    result = run_benchmark(bm.lif_options_fn("fused", config), (currents, grad_spikes),
+                           group=f"op options: {shape}", config=config,
+                           **_info(shape, "fused", "op-options", backward=True))
+    reference = bm.lif_options_fn("reference", config)(currents, grad_spikes)
+    diff = bm.assert_same_result(result[0].numpy(), reference[0].numpy(),
+                                 [g.numpy() for g in result[1:]],
+                                 [g.numpy() for g in reference[1:]])
+    benchmark.extra_info["max_abs_diff"] = diff

@@ -115,7 +115,8 @@ LIF_HOST_DEVICE float lif_surrogate(float x, float alpha) {
     const float sig = 1.0f / (1.0f + expf(-alpha * x));
     return alpha * sig * (1.0f - sig);
   }
-  return fmaxf(0.0f, 1.0f - fabsf(alpha * x));
+  const float t = 1.0f - fabsf(alpha * x);
+  return t < 0.0f ? 0.0f : t;  // max(0, t), NaN propagating as tf.maximum
 }
 
 // Gradients accumulated over t by one (b, n) column.
@@ -129,11 +130,12 @@ struct LifColumnGrads {
 // One backward step at time t. `u` is u[t], `v_prev` is v[t-1] and
 // `grad_spike` is gs[t]; returns dL/dI[t] and updates `g` in place. Without
 // ParamGrads (tau and threshold are constants) dL/dd and dL/dθ are not
-// accumulated and `v_prev` is not used.
-template <Surrogate S, Reset R, bool ParamGrads>
+// accumulated and `v_prev` is not used. (Options are template parameters so
+// that the CPU loops have no branch and vectorize.)
+template <Surrogate S, Reset R, bool ParamGrads, bool DetachReset>
 LIF_HOST_DEVICE float lif_backward_step(float u, float v_prev, float grad_spike,
                                         float decay, float threshold, float alpha,
-                                        bool detach_reset, LifColumnGrads& g) {
+                                        LifColumnGrads& g) {
   const float s = lif_spike(u, threshold);
   const float sg = lif_surrogate<S>(u - threshold, alpha);
   const float gv = g.membrane;
@@ -147,7 +149,7 @@ LIF_HOST_DEVICE float lif_backward_step(float u, float v_prev, float grad_spike,
   }
   // Without a gradient path through the reset (none, or detach_reset), the
   // term gv · ∂v/∂s is absent, not zero: 0 · inf would be NaN.
-  const bool reset_path = R != Reset::kNone && !detach_reset;
+  constexpr bool reset_path = R != Reset::kNone && !DetachReset;
   const float gs_total = reset_path ? grad_spike + gv * dv_ds : grad_spike;
   const float gu = gv * dv_du + gs_total * sg;
   if (ParamGrads) {

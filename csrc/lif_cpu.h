@@ -30,9 +30,16 @@ constexpr int64_t kBackwardBlock = 256;
 // picks the widest the CPU has (GCC/Clang function multiversioning). Results
 // are the same on each: no FMA contraction anywhere (-ffp-contract=off).
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__CUDACC__)
-#define FUSED_LIF_CPU_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
+#define FUSED_LIF_CPU_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FUSED_LIF_CPU_DISPATCH
+#endif
+// Helpers of the dispatched loops must be inlined into each clone (else they
+// are compiled for baseline x86-64 only).
+#if defined(__GNUC__)
+#define FUSED_LIF_INLINE __attribute__((always_inline)) inline
+#else
+#define FUSED_LIF_INLINE inline
 #endif
 
 template <int64_t Block>
@@ -72,7 +79,7 @@ inline void load_param(const P* p, int64_t stride, const Tile& tile, float* out)
 }
 
 template <typename T, Reset R>
-void forward_tiles(const LifForwardArgs& a, int64_t begin, int64_t end) {
+FUSED_LIF_CPU_DISPATCH void forward_tiles(const LifForwardArgs& a, int64_t begin, int64_t end) {
   const int64_t N = a.neurons;
   const T* currents = static_cast<const T*>(a.currents);
   T* spikes = static_cast<T*>(a.spikes);
@@ -98,52 +105,95 @@ void forward_tiles(const LifForwardArgs& a, int64_t begin, int64_t end) {
   }
 }
 
-template <typename T, Surrogate S, Reset R, bool ParamGrads>
-void backward_tiles(const LifBackwardArgs& a, int64_t begin, int64_t end) {
-  const int64_t N = a.neurons, BN = a.batch * a.neurons;
+// v[t-1] for the backward: recomputed from u[t-1] ...
+template <Reset R>
+struct RecomputedVPrev {
+  const float* u_prev;
+  const float* threshold;
+  FUSED_LIF_INLINE float operator()(int64_t i) const {
+    return lif_reset<R>(u_prev[i], lif_spike(u_prev[i], threshold[i]), threshold[i]);
+  }
+};
+// ... or, at t = 0, the initial membrane. (Two loops: a select between the
+// two would not vectorize.)
+struct InitialVPrev {
+  const float* initial;
+  FUSED_LIF_INLINE float operator()(int64_t i) const { return initial[i]; }
+};
+
+// Per-neuron state of a backward tile: parameters and running sums.
+struct BackwardTileState {
+  float decay[kBackwardBlock], threshold[kBackwardBlock];
+  float g_membrane[kBackwardBlock], g_decay[kBackwardBlock], g_threshold[kBackwardBlock],
+      g_bias[kBackwardBlock];
+};
+
+// One time step of a backward tile: all pointers are plain locals, so the
+// loop's accesses are affine and it vectorizes.
+template <typename T, Surrogate S, Reset R, bool ParamGrads, bool Detach, typename VPrev>
+FUSED_LIF_INLINE void backward_row(int64_t len, const float* u, VPrev v_prev_of, const T* grad_spikes,
+                         T* grad_currents, float alpha, BackwardTileState& st) {
+  const float* decay = st.decay;
+  const float* threshold = st.threshold;
+  float* g_membrane = st.g_membrane;
+  float* g_decay = st.g_decay;
+  float* g_threshold = st.g_threshold;
+  float* g_bias = st.g_bias;
+  for (int64_t i = 0; i < len; ++i) {
+    LifColumnGrads g{g_membrane[i], g_decay[i], g_threshold[i], g_bias[i]};
+    const float grad_current = lif_backward_step<S, R, ParamGrads, Detach>(
+        u[i], ParamGrads ? v_prev_of(i) : 0.0f, static_cast<float>(grad_spikes[i]), decay[i],
+        threshold[i], alpha, g);
+    grad_currents[i] = static_cast<T>(grad_current);
+    g_membrane[i] = g.membrane;
+    g_decay[i] = g.decay;
+    g_threshold[i] = g.threshold;
+    g_bias[i] = g.bias;
+  }
+}
+
+template <typename T, Surrogate S, Reset R, bool ParamGrads, bool Detach>
+FUSED_LIF_INLINE void backward_tile(const LifBackwardArgs& a, const Tile& tile, BackwardTileState& st) {
+  const int64_t N = a.neurons;
   const T* grad_spikes = static_cast<const T*>(a.grad_spikes);
   T* grad_currents = static_cast<T*>(a.grad_currents);
-  constexpr int64_t kB = kBackwardBlock;
-  float decay[kB], threshold[kB];
-  float g_membrane[kB], g_decay[kB], g_threshold[kB], g_bias[kB];
+  for (int64_t t = a.time - 1; t >= 0; --t) {
+    const int64_t row = (tile.b * a.time + t) * N + tile.n0;
+    if (t > 0) {
+      backward_row<T, S, R, ParamGrads, Detach>(
+          tile.len, a.membrane + row, RecomputedVPrev<R>{a.membrane + row - N, st.threshold},
+          grad_spikes + row, grad_currents + row, a.alpha, st);
+    } else {
+      backward_row<T, S, R, ParamGrads, Detach>(
+          tile.len, a.membrane + row, InitialVPrev{a.initial_membrane + tile.b * N + tile.n0},
+          grad_spikes + row, grad_currents + row, a.alpha, st);
+    }
+  }
+}
+
+template <typename T, Surrogate S, Reset R, bool ParamGrads>
+FUSED_LIF_CPU_DISPATCH void backward_tiles(const LifBackwardArgs& a, int64_t begin, int64_t end) {
+  const int64_t N = a.neurons, BN = a.batch * a.neurons;
+  BackwardTileState st;
   for (int64_t k = begin; k < end; ++k) {
-    const Tile tile = tile_at<kB>(k, N);
-    load_param(a.decay, a.decay_stride, tile, decay);
-    load_param(a.threshold, a.threshold_stride, tile, threshold);
+    const Tile tile = tile_at<kBackwardBlock>(k, N);
+    load_param(a.decay, a.decay_stride, tile, st.decay);
+    load_param(a.threshold, a.threshold_stride, tile, st.threshold);
     const int64_t state = tile.b * N + tile.n0;
-    const float* initial = a.initial_membrane + state;
     for (int64_t i = 0; i < tile.len; ++i) {
-      g_membrane[i] = a.grad_final_membrane[state + i];
-      g_decay[i] = g_threshold[i] = g_bias[i] = 0.0f;
+      st.g_membrane[i] = a.grad_final_membrane[state + i];
+      st.g_decay[i] = st.g_threshold[i] = st.g_bias[i] = 0.0f;
     }
-    for (int64_t t = a.time - 1; t >= 0; --t) {
-      const int64_t row = (tile.b * a.time + t) * N + tile.n0;
-      const float* u = a.membrane + row;
-      const float* u_prev = t > 0 ? u - N : u;  // a valid row either way
-      for (int64_t i = 0; i < tile.len; ++i) {
-        // v[t-1]: recomputed from u[t-1], or the initial membrane at t = 0.
-        float v_prev = 0.0f;
-        if (ParamGrads) {
-          const float recomputed = lif_reset<R>(u_prev[i], lif_spike(u_prev[i], threshold[i]),
-                                                threshold[i]);
-          v_prev = t > 0 ? recomputed : initial[i];
-        }
-        LifColumnGrads g{g_membrane[i], g_decay[i], g_threshold[i], g_bias[i]};
-        const float grad_current = lif_backward_step<S, R, ParamGrads>(
-            u[i], v_prev, static_cast<float>(grad_spikes[row + i]), decay[i], threshold[i],
-            a.alpha, a.detach_reset, g);
-        grad_currents[row + i] = static_cast<T>(grad_current);
-        g_membrane[i] = g.membrane;
-        g_decay[i] = g.decay;
-        g_threshold[i] = g.threshold;
-        g_bias[i] = g.bias;
-      }
+    if (a.detach_reset) {
+      backward_tile<T, S, R, ParamGrads, true>(a, tile, st);
+    } else {
+      backward_tile<T, S, R, ParamGrads, false>(a, tile, st);
     }
     for (int64_t i = 0; i < tile.len; ++i) {
-      a.grad_initial_membrane[state + i] = g_membrane[i];
-      a.scratch[state + i] = g_decay[i];
-      a.scratch[BN + state + i] = g_threshold[i];
-      a.scratch[2 * BN + state + i] = g_bias[i];
+      a.grad_initial_membrane[state + i] = st.g_membrane[i];
+      a.scratch[state + i] = st.g_decay[i];
+      a.scratch[BN + state + i] = st.g_threshold[i];
+      a.scratch[2 * BN + state + i] = st.g_bias[i];
     }
   }
 }
@@ -191,7 +241,7 @@ void backward_tiles_for(const LifBackwardArgs& a, int64_t begin, int64_t end) {
 
 // Runs the forward scan on tiles [begin, end).
 template <typename T>
-FUSED_LIF_CPU_DISPATCH void lif_forward_cpu(const LifForwardArgs& a, int64_t begin, int64_t end) {
+void lif_forward_cpu(const LifForwardArgs& a, int64_t begin, int64_t end) {
   switch (a.reset) {
     case Reset::kZero: return cpu_detail::forward_tiles<T, Reset::kZero>(a, begin, end);
     case Reset::kSubtract: return cpu_detail::forward_tiles<T, Reset::kSubtract>(a, begin, end);
@@ -201,7 +251,7 @@ FUSED_LIF_CPU_DISPATCH void lif_forward_cpu(const LifForwardArgs& a, int64_t beg
 
 // Runs the backward scan on tiles [begin, end); fills a.scratch for them.
 template <typename T>
-FUSED_LIF_CPU_DISPATCH void lif_backward_cpu(const LifBackwardArgs& a, int64_t begin, int64_t end) {
+void lif_backward_cpu(const LifBackwardArgs& a, int64_t begin, int64_t end) {
   if (a.param_grads) return cpu_detail::backward_tiles_for<T, true>(a, begin, end);
   return cpu_detail::backward_tiles_for<T, false>(a, begin, end);
 }

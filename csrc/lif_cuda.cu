@@ -43,11 +43,9 @@ __global__ void lif_forward_kernel(const LifForwardArgs a) {
   a.final_membrane[col] = v;
 }
 
-template <typename T, Surrogate S, Reset R, bool ParamGrads>
-__global__ void lif_backward_kernel(const LifBackwardArgs a) {
-  const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+template <typename T, Surrogate S, Reset R, bool ParamGrads, bool DetachReset>
+__device__ void lif_backward_column(const LifBackwardArgs& a, int64_t col) {
   const int64_t BN = a.batch * a.neurons;
-  if (col >= BN) return;
   const int64_t N = a.neurons, b = col / N, n = col % N;
   const T* grad_spikes = static_cast<const T*>(a.grad_spikes);
   T* grad_currents = static_cast<T*>(a.grad_currents);
@@ -64,9 +62,8 @@ __global__ void lif_backward_kernel(const LifBackwardArgs a) {
       v_prev = t > 0 ? lif_reset<R>(u_prev, lif_spike(u_prev, threshold), threshold)
                      : a.initial_membrane[col];
     }
-    const float grad_current = lif_backward_step<S, R, ParamGrads>(
-        u, v_prev, static_cast<float>(grad_spikes[idx]), decay, threshold, a.alpha,
-        a.detach_reset, g);
+    const float grad_current = lif_backward_step<S, R, ParamGrads, DetachReset>(
+        u, v_prev, static_cast<float>(grad_spikes[idx]), decay, threshold, a.alpha, g);
     grad_currents[idx] = static_cast<T>(grad_current);
     u = u_prev;
   }
@@ -74,6 +71,17 @@ __global__ void lif_backward_kernel(const LifBackwardArgs a) {
   a.scratch[col] = g.decay;
   a.scratch[BN + col] = g.threshold;
   a.scratch[2 * BN + col] = g.bias;
+}
+
+template <typename T, Surrogate S, Reset R, bool ParamGrads>
+__global__ void lif_backward_kernel(const LifBackwardArgs a) {
+  const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (col >= a.batch * a.neurons) return;
+  if (a.detach_reset) {
+    lif_backward_column<T, S, R, ParamGrads, true>(a, col);
+  } else {
+    lif_backward_column<T, S, R, ParamGrads, false>(a, col);
+  }
 }
 
 // out[n] = Σ_b rows[b, n], b ascending (deterministic).

@@ -105,6 +105,15 @@ TARGETS = {
     "bandwidth_fraction": 0.85,  # LIF op fwd+bwd bandwidth / copy bandwidth: >=
     "memory_ratio": 0.4,        # peak host memory fused / reference: <=
     "fit_speedup": 2.0,         # seed notebook model.fit epoch, reference / fused: >=
+    "options_ratio": 1.2,       # issue 7: fused fwd+bwd, atan+subtract+per-neuron tau / default: <=
+}
+
+# Issue 7's neuron options, as keyword arguments of lif_scan: "default" is the
+# seed's neuron; "options" is atan + subtract with a per-neuron tau tensor
+# (trainable: its gradient is computed too).
+OPTION_CONFIGS = {
+    "default": dict(),
+    "options": dict(surrogate="atan", reset="subtract", per_neuron_tau=True),
 }
 
 # An elementwise copy of n float32 values reads 4n and writes 4n bytes.
@@ -249,6 +258,31 @@ def lif_forward_backward_fn(implementation):
             tape.watch(currents)
             spikes = module.lif_scan(currents)
         return spikes, tape.gradient(spikes, currents, output_gradients=grad_spikes)
+
+    return forward_backward
+
+
+def lif_options_fn(implementation, config):
+    """tf.function (currents, grad_spikes) -> (spikes, dL/dcurrents, dL/dtau)
+    for one of OPTION_CONFIGS; dL/dtau is zeros([]) when tau is a constant."""
+    import tensorflow as tf
+
+    module = _scan_module(implementation)
+    options = dict(OPTION_CONFIGS[config])
+    per_neuron_tau = options.pop("per_neuron_tau", False)
+
+    @tf.function
+    def forward_backward(currents, grad_spikes):
+        neurons = currents.shape[-1]
+        tau = tf.linspace(5.0, 40.0, neurons) if per_neuron_tau else 20.0
+        with tf.GradientTape() as tape:
+            tape.watch(currents)
+            if per_neuron_tau:
+                tape.watch(tau)
+            spikes = module.lif_scan(currents, tau=tau, **options)
+        sources = [currents, tau] if per_neuron_tau else [currents]
+        grads = tape.gradient(spikes, sources, output_gradients=grad_spikes)
+        return spikes, grads[0], grads[1] if per_neuron_tau else tf.zeros([])
 
     return forward_backward
 
@@ -936,6 +970,15 @@ def ratio_table(data):
                 add(f"{kind}: reference / fused (info)", shape, ref / fused, 0, True,
                     f"reference {1e3 * ref:.2f} ms, fused {1e3 * fused:.2f} ms")
                 rows[-1]["goal"], rows[-1]["verdict"] = "-", "-"
+
+    # Issue 7: the neuron options cost little.
+    for shape in shapes:
+        default = _median(benches, kind="op-options", shape=shape, config="default")
+        options = _median(benches, kind="op-options", shape=shape, config="options")
+        if default and options:
+            add("neuron options (atan + subtract + per-neuron tau, its gradient) / default",
+                shape, options / default, TARGETS["options_ratio"], False,
+                f"default {1e3 * default:.2f} ms, options {1e3 * options:.2f} ms (fused fwd+bwd)")
 
     # Peak host memory, one layer's training step.
     mem = {}
