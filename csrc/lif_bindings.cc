@@ -166,9 +166,10 @@ py::tuple lif_forward(const py::handle& currents_obj, const py::handle& tau,
   return py::make_tuple(spikes, membrane);
 }
 
-Array lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, const py::handle& tau,
+py::object lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, const py::handle& tau,
                    const py::handle& threshold, double alpha, const std::string& device,
-                   const std::string& surrogate, const std::string& reset, bool detach_reset) {
+                   const std::string& surrogate, const std::string& reset, bool detach_reset,
+                   bool all_grads) {
   Array grad_spikes = as_float32(grad_obj, "grad_spikes");
   Array membrane = as_float32(membrane_obj, "membrane");
   check_rank3(membrane, "membrane");
@@ -205,9 +206,7 @@ Array lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, c
   a.threshold_stride = th.stride;
   a.alpha = static_cast<float>(alpha);
   a.detach_reset = detach_reset;
-  // Only dL/dcurrents is returned; accumulating the parameter gradients for
-  // per-neuron parameters keeps that path of the kernels exercised.
-  a.param_grads = decay.stride != 0 || th.stride != 0;
+  a.param_grads = all_grads;
   a.grad_currents = grad_currents.mutable_data();
   a.grad_initial_membrane = grad_initial.mutable_data();
   a.grad_bias = &grad_bias;
@@ -225,7 +224,22 @@ Array lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, c
       fused_lif::lif_backward_reduce_cpu<float>(a);
     }
   }
-  return grad_currents;
+  if (!all_grads) return std::move(grad_currents);
+  // d/d(decay) and d/d(threshold) ([] or [neurons], like tau and threshold),
+  // d/d(bias) of a scalar bias, and d/d(initial membrane) [batch, neurons].
+  auto vector = [](const std::vector<float>& v, bool per_neuron) {
+    Array out(per_neuron ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(v.size())}
+                         : std::vector<py::ssize_t>{});
+    std::copy(v.begin(), v.end(), out.mutable_data());
+    return out;
+  };
+  py::dict out;
+  out["grad_currents"] = grad_currents;
+  out["grad_decay"] = vector(grad_decay, decay.stride != 0);
+  out["grad_threshold"] = vector(grad_threshold, th.stride != 0);
+  out["grad_bias"] = grad_bias;
+  out["grad_initial_membrane"] = grad_initial;
+  return std::move(out);
 }
 
 }  // namespace
@@ -239,8 +253,10 @@ PYBIND11_MODULE(kernels, m) {
   m.def("lif_backward", &lif_backward, py::arg("grad_spikes"), py::arg("membrane"), py::arg("tau"),
         py::arg("threshold"), py::arg("alpha") = 10.0, py::arg("device") = "cpu", py::kw_only(),
         py::arg("surrogate") = "fast_sigmoid", py::arg("reset") = "zero",
-        py::arg("detach_reset") = false,
-        "Surrogate-gradient backward through time: dL/dspikes and membrane -> dL/dcurrents.");
+        py::arg("detach_reset") = false, py::arg("all_grads") = false,
+        "Surrogate-gradient backward through time: dL/dspikes and membrane -> dL/dcurrents; "
+        "with all_grads=True a dict that also has grad_decay, grad_threshold (shaped like "
+        "tau and threshold), grad_bias and grad_initial_membrane.");
   m.def("cuda_benchmark", [](int64_t batch, int64_t time, int64_t neurons, int repeats) {
     if (batch <= 0 || time <= 0 || neurons <= 0 || repeats <= 0) {
       throw py::value_error("cuda_benchmark: batch, time, neurons and repeats must be positive");

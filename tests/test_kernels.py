@@ -108,3 +108,25 @@ def test_cuda_benchmark_reports_bandwidth():
     need("cuda")
     t = kernels.cuda_benchmark(64, 100, 512, 5)
     assert t["forward_ms"] > 0 and t["backward_ms"] > 0 and t["copy_ms"] > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+def test_all_gradients_match_oracle(device, reset):
+    need(device)
+    shape = (3, 30, 9)
+    x = make_currents(shape, seed=8, mean=0.3, scale=0.8)
+    tau = np.linspace(3, 25, 9).astype(np.float32)
+    threshold = np.linspace(0.7, 1.2, 9).astype(np.float32)
+    g = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    _, membrane = kernels.lif_forward(x, tau, threshold, device, reset=reset)
+    got = kernels.lif_backward(g, membrane, tau, threshold, 4.0, device, reset=reset,
+                               surrogate="atan", all_grads=True)
+    e_x, e_decay, e_th, e_v0 = oracle.backward(g, x, tau, threshold, 4.0, "atan", reset)
+    assert_close_scaled(got["grad_currents"], e_x, 1e-5, "currents")
+    assert_close_scaled(got["grad_decay"], e_decay.sum(0), 1e-5, "decay")
+    assert_close_scaled(got["grad_threshold"], e_th.sum(0), 1e-5, "threshold")
+    assert_close_scaled(got["grad_initial_membrane"], e_v0, 1e-5, "initial_membrane")
+    assert_close_scaled(got["grad_bias"], e_x.sum(), 1e-5, "bias")
+    scalar = kernels.lif_backward(g, membrane, 7.0, 0.9, 4.0, device, reset=reset, all_grads=True)
+    assert scalar["grad_decay"].shape == () and scalar["grad_threshold"].shape == ()

@@ -382,3 +382,26 @@ def test_unknown_batch_and_time_dimensions(implementation):
         x = spike_input(shape, seed=shape[1], rate=0.6)
         np.testing.assert_array_equal(fn(x).numpy(), model(x).numpy())
         assert fn(x).shape == shape[:2] + (5,)
+
+
+def test_per_neuron_constant_parameters_save_and_load(tmp_path):
+    tau = np.linspace(5, 30, 4).astype(np.float32)
+    model = keras.Sequential([keras.Input((6, 3)), LIFLayer(4, tau=tau, threshold=[0.5, 0.7, 0.9, 1.1])])
+    x = spike_input((2, 6, 3), seed=11, rate=0.8)
+    expected = model(x).numpy()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded(x).numpy(), expected)
+    ref = fused_lif.reference.lif_scan(
+        tf.reshape(tf.reshape(x, [-1, 3]) @ model.layers[0].w, [2, 6, 4]), tau=tau,
+        threshold=np.array([0.5, 0.7, 0.9, 1.1], np.float32), bias=model.layers[0].b)
+    np.testing.assert_array_equal(expected, ref.numpy())
+
+
+def test_return_state_symbolic_dtypes_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        spikes, final = LIFLayer(4, return_state=True)(keras.Input((5, 3)))
+        assert spikes.dtype == "float16" and final.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -207,3 +207,11 @@ def test_registered_gradient_for_forward_op():
 
 def test_library_is_loaded_once():
     assert ops.load_library() is ops.load_library()
+
+
+def test_reference_empty_time_axis_unknown_statically():
+    fn = tf.function(lambda x: reference.lif_scan(x),
+                     input_signature=[tf.TensorSpec([None, None, 4], tf.float32)])
+    assert fn(tf.zeros((2, 0, 4))).shape == (2, 0, 4)
+    np.testing.assert_array_equal(fn(make_currents((2, 5, 4))).numpy(),
+                                  fused_lif.lif_scan(make_currents((2, 5, 4))).numpy())

@@ -9,6 +9,7 @@ import numbers
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from . import _params, ops, reference
@@ -55,6 +56,17 @@ def resolve_implementation(implementation):
             )
         return reference
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+
+
+def _plain(value):
+    """A Python number as is; a per-neuron array or tensor as a list of floats."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return value
+    return [float(v) for v in np.asarray(value, np.float32).reshape(-1)]
+
+
+def _as_param(value):
+    return value if isinstance(value, numbers.Real) else tf.constant(value, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="fused_lif")
@@ -122,8 +134,10 @@ class LIFLayer(keras.layers.Layer):
         _params.threshold(threshold, units)  # validates threshold
         self.units = int(units)
         self.output_units = output_units
-        self.tau = tau
-        self.threshold = threshold
+        # Numbers stay numbers (the seed's exact decay); per-neuron values are
+        # kept as lists of floats, so that get_config round-trips.
+        self.tau = _plain(tau)
+        self.threshold = _plain(threshold)
         self.use_dfa = use_dfa
         self.is_output_layer = is_output_layer
         self.implementation = implementation
@@ -197,8 +211,9 @@ class LIFLayer(keras.layers.Layer):
         currents.set_shape([x.shape[0], x.shape[1], self.units])
         if initial_state is None and self.membrane_state is not None:
             initial_state = tf.convert_to_tensor(self.membrane_state)
-        tau = self.tau if self.tau_weight is None else tf.convert_to_tensor(self.tau_weight)
-        threshold = (self.threshold if self.threshold_weight is None
+        tau = (_as_param(self.tau) if self.tau_weight is None
+               else tf.convert_to_tensor(self.tau_weight))
+        threshold = (_as_param(self.threshold) if self.threshold_weight is None
                      else tf.convert_to_tensor(self.threshold_weight))
         spikes, final_membrane = self._scan_module().lif_scan(
             currents, tau=tau, threshold=threshold, alpha=self.alpha, surrogate=self.surrogate,
@@ -207,6 +222,14 @@ class LIFLayer(keras.layers.Layer):
         if self.membrane_state is not None:
             self.membrane_state.assign(final_membrane)
         return (spikes, final_membrane) if self.return_state else spikes
+
+    def compute_output_spec(self, inputs, initial_state=None, training=None):
+        # The final membrane is float32 whatever the compute dtype.
+        shape = self.compute_output_shape(inputs.shape)
+        if self.return_state:
+            return (keras.KerasTensor(shape[0], dtype=self.compute_dtype),
+                    keras.KerasTensor(shape[1], dtype="float32"))
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         spikes = (input_shape[0], input_shape[1], self.units)

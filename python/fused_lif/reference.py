@@ -120,6 +120,11 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
         loop_vars=[tf.constant(0), v, spikes_array],
         maximum_iterations=time_steps,  # bounds the gradient's accumulators (XLA)
     )
-    spikes = tf.transpose(spikes_array.stack(), [1, 0, 2])
+    if isinstance(time_steps, int):
+        spikes = tf.transpose(spikes_array.stack(), [1, 0, 2])
+    else:  # unknown length: an empty TensorArray cannot stack an unknown shape
+        spikes = tf.cond(time_steps > 0,
+                         lambda: tf.transpose(spikes_array.stack(), [1, 0, 2]),
+                         lambda: tf.zeros_like(currents, tf.float32))
     spikes = tf.cast(spikes, dtype)
     return (spikes, v) if return_state else spikes

@@ -45,6 +45,7 @@ def main():
                 print(f"forward  {str(shape):16} tau={tau:<4} th={threshold:<3} {reset:8} "
                       f"{'ok' if ok else 'MISMATCH'}")
     tau = np.linspace(2, 30, 300).astype(np.float32)
+    threshold_vec = np.linspace(0.6, 1.2, 300).astype(np.float32)
     for surrogate, reset, detach in OPTIONS:
         shape = (7, 33, 300)
         x = currents(shape, 99)
@@ -52,11 +53,14 @@ def main():
         _, u = kernels.lif_forward(x, tau, 0.9, device, reset=reset)
         got = kernels.lif_backward(g, u, tau, 0.9, 3.0, device, surrogate=surrogate, reset=reset,
                                    detach_reset=detach)
-        cpu = kernels.lif_backward(g, u, tau, 0.9, 3.0, "cpu", surrogate=surrogate, reset=reset,
-                                   detach_reset=detach)
         want = oracle.backward(g, x, tau, 0.9, 3.0, surrogate, reset, detach)[0]
         err = np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
-        err_cpu = np.max(np.abs(got - cpu)) / max(np.max(np.abs(cpu)), 1e-30)
+        # Every gradient (tau's decay, threshold, bias, initial membrane) vs the CPU kernels.
+        got_all, cpu_all = (kernels.lif_backward(
+            g, u, tau, threshold_vec, 3.0, dev, surrogate=surrogate, reset=reset,
+            detach_reset=detach, all_grads=True) for dev in (device, "cpu"))
+        err_cpu = max(np.max(np.abs(np.asarray(got_all[k]) - cpu_all[k]))
+                      / max(np.max(np.abs(cpu_all[k])), 1e-30) for k in cpu_all)
         ok = err <= 1e-5 and err_cpu <= 1e-5
         failures += not ok
         print(f"backward {surrogate:12} {reset:8} detach={detach!s:5} err={err:.1e} "

@@ -3,7 +3,7 @@
 # bindings) with CUDA, checks the CUDA kernels against the numpy oracle and
 # reports their bandwidth next to a device-to-device copy.
 # Needs: an NVIDIA GPU, nvcc, CMake, Python with numpy and pybind11.
-#   bash tests/gpu/gpu_check.sh            (CUDA_ARCHS=90 by default: H100/H200)
+#   bash tests/standalone/gpu_check.sh            (CUDA_ARCHS=90 by default: H100/H200)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
