@@ -6,11 +6,7 @@ import textwrap
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-import fused_lif  # noqa: E402
-from fused_lif import reference  # noqa: E402
 
 try:
     from hypothesis import settings
@@ -21,9 +17,6 @@ try:
 except ImportError:  # hypothesis is a test dependency; only its tests need it
     pass
 
-# The two implementations of the scan: every check runs on both.
-SCANS = {"fused": fused_lif.lif_scan, "reference": reference.lif_scan}
-
 
 def make_currents(shape, seed=0, mean=0.4, scale=1.0, dtype=np.float32):
     """Currents of both signs around the threshold."""
@@ -31,12 +24,7 @@ def make_currents(shape, seed=0, mean=0.4, scale=1.0, dtype=np.float32):
     return (rng.normal(mean, scale, shape)).astype(dtype)
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(1234)
-
-
-def scan_grads(scan, currents, loss_weights=None, **kwargs):
+def scan_grads(scan, currents, **kwargs):
     """Spikes, final membrane and the gradients of a fixed random loss of both
     w.r.t. every differentiable input (currents, and tau / threshold /
     initial_membrane / bias when they are tensors)."""

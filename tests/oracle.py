@@ -1,5 +1,5 @@
 """An independent numpy implementation of the LIF recurrence and of its
-backward pass, written from the formulas (issue 7 / csrc/lif.h), not from the
+backward pass, written from the formulas (csrc/lif.h), not from the
 kernels: the oracle that both the fused op and the reference are checked
 against. float32 throughout, one rounding per operation, like TensorFlow."""
 

@@ -1,5 +1,5 @@
 """Hostile input, properties over random configurations, threads, leaks and
-determinism (issue 6). Every bad input ends in a clear exception or in the
+determinism. Every bad input ends in a clear exception or in the
 reference's result."""
 
 import threading

@@ -67,7 +67,7 @@ def _check_param_shape(name, value, neurons):
         )
 
 
-def decay(tau, neurons):
+def to_decay(tau, neurons):
     """decay = 1 - 1/tau, as the seed computes it.
 
     A Python number gives a Python float (computed in double, then rounded to
@@ -90,33 +90,33 @@ def decay(tau, neurons):
     return 1.0 - 1.0 / tau
 
 
-def threshold(threshold, neurons):
+def to_threshold(value, neurons):
     """The threshold as a Python float or a float32 tensor ([] or [neurons])."""
-    if is_number(threshold):
-        if math.isnan(threshold):
+    if is_number(value):
+        if math.isnan(value):
             raise ValueError("threshold must not be NaN")
-        return float(threshold)
-    threshold = tf.convert_to_tensor(threshold)
-    if not threshold.dtype.is_floating:
-        raise TypeError(f"threshold must be a number or a float tensor, got {threshold.dtype.name}")
-    threshold = tf.cast(threshold, tf.float32)
-    _check_param_shape("threshold", threshold, neurons)
-    value = _concrete(threshold)
-    if value is not None and np.any(np.isnan(value)):
-        raise ValueError(f"threshold must not be NaN, got {value}")
-    return threshold
+        return float(value)
+    tensor = tf.convert_to_tensor(value)
+    if not tensor.dtype.is_floating:
+        raise TypeError(f"threshold must be a number or a float tensor, got {tensor.dtype.name}")
+    tensor = tf.cast(tensor, tf.float32)
+    _check_param_shape("threshold", tensor, neurons)
+    known = _concrete(tensor)
+    if known is not None and np.any(np.isnan(known)):
+        raise ValueError(f"threshold must not be NaN, got {known}")
+    return tensor
 
 
-def bias(bias, currents):
+def to_bias(value, currents):
     """The bias in the dtype of the currents, [] or [neurons]; None if absent."""
-    if bias is None:
+    if value is None:
         return None
-    bias = tf.cast(tf.convert_to_tensor(bias), currents.dtype)
-    _check_param_shape("bias", bias, currents.shape[-1])
-    return bias
+    tensor = tf.cast(tf.convert_to_tensor(value), currents.dtype)
+    _check_param_shape("bias", tensor, currents.shape[-1])
+    return tensor
 
 
-def initial_membrane(initial, currents):
+def to_initial_membrane(initial, currents):
     """The initial membrane [batch, neurons] as float32 (zeros if None)."""
     shape = tf.shape(currents)
     if initial is None:

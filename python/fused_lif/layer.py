@@ -130,8 +130,8 @@ class LIFLayer(keras.layers.Layer):
                 f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
             )
         _params.check_options(alpha, surrogate, reset, detach_reset)
-        _params.decay(tau, units)  # validates tau
-        _params.threshold(threshold, units)  # validates threshold
+        _params.to_decay(tau, units)  # validates tau
+        _params.to_threshold(threshold, units)  # validates threshold
         self.units = int(units)
         self.output_units = output_units
         # Numbers stay numbers (the seed's exact decay); per-neuron values are

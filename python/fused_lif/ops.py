@@ -1,6 +1,11 @@
-"""The fused LIF op: the compiled library, loaded once and lazily, its
-registered gradient, and `lif_scan`, the fused counterpart of
-`fused_lif.reference.lif_scan`.
+"""The fused LIF op: the compiled library, its registered gradient, and
+`lif_scan`, the fused counterpart of `fused_lif.reference.lif_scan`.
+
+The library is loaded once, when `fused_lif` is imported (`__init__` calls
+`is_available()`), so that the ops are registered before a SavedModel or a
+.keras file that uses them is loaded. A library that cannot load is not an
+error at import: `load_library()` raises `FusedOpUnavailableError`, saying
+why, when the fused op is used.
 """
 
 import os
@@ -117,12 +122,12 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     neurons = currents.shape[-1]
     # Python numbers are constants: the backward skips their gradients.
     param_grads = not (_params.is_number(tau) and _params.is_number(threshold))
-    decay = tf.convert_to_tensor(_params.decay(tau, neurons), tf.float32)
-    threshold = tf.convert_to_tensor(_params.threshold(threshold, neurons), tf.float32)
-    bias = _params.bias(bias, currents)
+    decay = tf.convert_to_tensor(_params.to_decay(tau, neurons), tf.float32)
+    threshold = tf.convert_to_tensor(_params.to_threshold(threshold, neurons), tf.float32)
+    bias = _params.to_bias(bias, currents)
     if bias is None:
         bias = tf.zeros([], currents.dtype)
-    initial = _params.initial_membrane(initial_membrane, currents)
+    initial = _params.to_initial_membrane(initial_membrane, currents)
     spikes, _, final_membrane = load_library().fused_lif_lif_forward(
         currents, bias, decay, threshold, initial, alpha=float(alpha), surrogate=surrogate,
         reset=reset, detach_reset=bool(detach_reset), param_grads=param_grads,

@@ -79,11 +79,11 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     _params.check_options(alpha, surrogate, reset, detach_reset)
     currents = _params.check_currents(currents)
     neurons = currents.shape[-1]
-    decay = _params.decay(tau, neurons)
-    threshold = _params.threshold(threshold, neurons)
+    decay = _params.to_decay(tau, neurons)
+    threshold = _params.to_threshold(threshold, neurons)
     threshold = tf.convert_to_tensor(threshold, tf.float32)
-    bias = _params.bias(bias, currents)
-    v = _params.initial_membrane(initial_membrane, currents)
+    bias = _params.to_bias(bias, currents)
+    v = _params.to_initial_membrane(initial_membrane, currents)
     dtype = currents.dtype
     spike_function = _spike_function(alpha, surrogate)
 
