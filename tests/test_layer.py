@@ -82,6 +82,7 @@ def test_get_config_round_trip():
     (dict(units=0), "units"), (dict(units=-3), "units"), (dict(units=2.5), "units"),
     (dict(units=4, implementation="cuda"), "implementation"),
     (dict(units=4, tau=0.0), "tau"), (dict(units=4, tau=float("nan")), "tau"),
+    (dict(units=4, tau=0.5), "tau"), (dict(units=4, tau=[20.0, 0.5, 3.0, 2.0]), "tau"),
     (dict(units=4, threshold=float("nan")), "threshold"),
     (dict(units=4, alpha=-1.0), "alpha"), (dict(units=4, surrogate="relu"), "surrogate"),
     (dict(units=4, reset="hard"), "reset"),
@@ -123,9 +124,17 @@ def test_trainable_tau_stays_valid():
     model = keras.Sequential([keras.Input((10, 3)), layer])
     model.compile(optimizer=keras.optimizers.SGD(100.0), loss="mse")
     x = spike_input((8, 10, 3), rate=0.9)
-    model.fit(x, np.ones((8, 10, 5), np.float32) * 5, epochs=3, verbose=0)
+    # Fewer spikes wanted: the update lowers tau, into the constraint.
+    model.fit(x, np.zeros((8, 10, 5), np.float32), epochs=3, verbose=0)
     tau = layer.tau_weight.numpy()
     assert np.all(tau >= 1.0) and np.all(np.isfinite(tau))
+    # One valid range: what training leaves is what the scans and the
+    # constructor accept (tau >= 1), and what they refuse it never reaches.
+    assert np.any(tau == 1.0), "the constraint never engaged: make the update larger"
+    fused_lif.lif_scan(np.ones((2, 4, 5), np.float32), tau=layer.tau_weight)
+    LIFLayer(5, tau=tau.tolist())
+    with pytest.raises(ValueError, match="tau"):
+        LIFLayer(5, tau=np.nextafter(np.float32(1.0), np.float32(0.0)).item())
 
 
 def test_model_fit_reduces_loss():
@@ -281,6 +290,60 @@ def test_saved_model_serves_in_fresh_process(tmp_path):
         print("served ok")
     """)
     assert "served ok" in out
+
+
+def test_stateful_under_several_replicas_is_refused_and_explicit_state_works():
+    out = run_python("""
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import fused_lif
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+        # Built under the strategy: refused at build time, saying what to do.
+        with strategy.scope():
+            try:
+                keras.Sequential([keras.Input((5, 3), batch_size=8),
+                                  fused_lif.LIFLayer(4, stateful=True)])
+            except ValueError as e:
+                assert "stateful=True" in str(e) and "initial_state" in str(e), e
+            else:
+                raise AssertionError("stateful layer built under 2 replicas")
+
+        # Built outside, called on the replicas: refused when called.
+        layer = fused_lif.LIFLayer(4, stateful=True)
+        layer.build((8, 5, 3))
+        x = np.random.default_rng(0).normal(0.5, 1, (8, 5, 3)).astype(np.float32)
+        try:
+            strategy.run(tf.function(lambda xr: layer(xr)), args=(x,))
+        except ValueError as e:
+            assert "2 replicas" in str(e), e
+        else:
+            raise AssertionError("stateful layer called on 2 replicas")
+
+        # What works instead: return_state + initial_state, on every replica,
+        # gives exactly the spikes of one whole run on one device.
+        with strategy.scope():
+            layer = fused_lif.LIFLayer(4, return_state=True)
+            layer.build((None, None, 3))
+        x = np.random.default_rng(1).normal(0.4, 1, (8, 12, 3)).astype(np.float32)
+        whole, _ = layer(x)
+
+        @tf.function
+        def chunked(xr):
+            s1, v = layer(xr[:, :5])
+            s2, _ = layer(xr[:, 5:], initial_state=v)
+            return tf.concat([s1, s2], axis=1)
+
+        dataset = tf.data.Dataset.from_tensor_slices(x).batch(8)
+        xb = next(iter(strategy.experimental_distribute_dataset(dataset)))
+        per_replica = strategy.run(chunked, args=(xb,))
+        got = np.concatenate([t.numpy() for t in strategy.experimental_local_results(per_replica)])
+        np.testing.assert_array_equal(got, whole.numpy())
+        print("replicas ok")
+    """)
+    assert "replicas ok" in out
 
 
 def test_mirrored_strategy_matches_single_device():

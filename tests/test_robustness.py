@@ -35,7 +35,7 @@ def configurations(draw):
         x = rng.choice([0.0, threshold, -threshold, 1.0], shape)
     else:
         x = rng.integers(-3, 4, shape).astype(float)
-    tau = draw(st.one_of(st.just(1.0), st.floats(0.05, 1e4)))
+    tau = draw(st.one_of(st.just(1.0), st.floats(1.0, 1e4)))
     alpha = draw(st.floats(0, 50))
     options = dict(
         surrogate=draw(st.sampled_from(["fast_sigmoid", "atan", "sigmoid", "triangle"])),
@@ -112,6 +112,10 @@ X = np.zeros((2, 3, 4), np.float32)
     (dict(currents=X, tau=float("inf")), ValueError, "tau"),
     (dict(currents=X, tau=float("nan")), ValueError, "tau"),
     (dict(currents=X, tau=np.array([1.0, 2.0, -3.0, 4.0], np.float32)), ValueError, "tau"),
+    (dict(currents=X, tau=0.5), ValueError, r"tau must be finite and >= 1"),
+    (dict(currents=X, tau=-float("inf")), ValueError, "tau"),
+    (dict(currents=X, tau=np.array([20.0, 0.99, 3.0, 4.0], np.float32)), ValueError, "tau"),
+    (dict(currents=X, tau=np.array([20.0, -np.inf, 3.0, 4.0], np.float32)), ValueError, "tau"),
     (dict(currents=X, tau=np.ones(5, np.float32)), ValueError, "tau"),
     (dict(currents=X, tau=np.ones((2, 2), np.float32)), ValueError, "tau"),
     (dict(currents=X, threshold=float("nan")), ValueError, "threshold"),
@@ -155,6 +159,33 @@ def test_kernel_validates_forward_inputs(args, match):
 
     with pytest.raises(tf.errors.InvalidArgumentError, match=match):
         graph_call(forward, *args)
+
+
+@pytest.mark.parametrize("scan", [fused_lif.lif_scan, reference.lif_scan], ids=["fused", "reference"])
+@pytest.mark.parametrize("tau,match", [
+    ([20.0, 0.5, 3.0, 4.0], "tau must be"), ([20.0, -np.inf, 3.0, 4.0], "tau must be"),
+    ([20.0, np.inf, 3.0, 4.0], "tau must be"), ([20.0, np.nan, 3.0, 4.0], "tau must be"),
+    ([0.0, 2.0, 3.0, 4.0], "tau must be"),
+])
+def test_tau_out_of_range_in_a_graph_is_rejected_when_run(scan, tau, match):
+    """In a graph the value of tau is unknown until run time: both scans reject
+    it then, with the same range as the eager check (a tau of -inf used to give
+    decay = 1 and pass)."""
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        graph_call_known_rank(lambda x, t: scan(x, tau=t), X, np.array(tau, np.float32))
+
+
+@pytest.mark.parametrize("scan", [fused_lif.lif_scan, reference.lif_scan], ids=["fused", "reference"])
+def test_threshold_nan_in_a_graph_is_rejected_when_run(scan):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="threshold"):
+        graph_call_known_rank(lambda x, th: scan(x, threshold=th), X,
+                              np.array([1, np.nan, 1, 1], np.float32))
+
+
+def graph_call_known_rank(fn, *args):
+    """Calls fn in a tf.function that knows ranks but no sizes or values."""
+    specs = [tf.TensorSpec([None] * np.ndim(a), tf.as_dtype(np.asarray(a).dtype)) for a in args]
+    return tf.function(fn, input_signature=specs)(*args)
 
 
 def test_kernel_validates_threshold_and_state():

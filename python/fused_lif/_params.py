@@ -13,6 +13,8 @@ import tensorflow as tf
 SURROGATES = ("fast_sigmoid", "atan", "sigmoid", "triangle")
 RESETS = ("zero", "subtract", "none")
 DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+# The smallest membrane time constant: decay = 1 - 1/tau is then in [0, 1).
+TAU_MIN = 1.0
 
 
 def check_options(alpha, surrogate, reset, detach_reset):
@@ -68,26 +70,31 @@ def _check_param_shape(name, value, neurons):
 
 
 def to_decay(tau, neurons):
-    """decay = 1 - 1/tau, as the seed computes it.
+    """decay = 1 - 1/tau, as the seed computes it; tau must be finite and >= 1
+    (decay in [0, 1): the membrane leaks, it never grows or oscillates).
 
     A Python number gives a Python float (computed in double, then rounded to
     float32 by TensorFlow where it meets the membrane, as in the seed); a
     tensor or array gives a float32 tensor (computed in float32), differentiable
-    w.r.t. tau.
+    w.r.t. tau. A tensor whose value is unknown until run time (in a graph)
+    gets NaN where tau is out of range, which both scans reject when they run.
     """
     if is_number(tau):
-        if not (math.isfinite(tau) and tau > 0):
-            raise ValueError(f"tau must be positive and finite, got {tau}")
+        if not (math.isfinite(tau) and tau >= TAU_MIN):
+            raise ValueError(f"tau must be finite and >= {TAU_MIN:g}, got {tau}")
         return 1.0 - 1.0 / tau
     tau = tf.convert_to_tensor(tau)
     if not tau.dtype.is_floating:
         raise TypeError(f"tau must be a number or a float tensor, got {tau.dtype.name}")
     tau = tf.cast(tau, tf.float32)
     _check_param_shape("tau", tau, neurons)
-    value = _concrete(tau)
-    if value is not None and not np.all(np.isfinite(value) & (value > 0)):
-        raise ValueError(f"tau must be positive and finite, got {value}")
-    return 1.0 - 1.0 / tau
+    known = _concrete(tau)
+    if known is not None:
+        if not np.all(np.isfinite(known) & (known >= TAU_MIN)):
+            raise ValueError(f"tau must be finite and >= {TAU_MIN:g}, got {known}")
+        return 1.0 - 1.0 / tau
+    valid = tf.logical_and(tau >= TAU_MIN, tau < math.inf)
+    return tf.where(valid, 1.0 - 1.0 / tau, math.nan)
 
 
 def to_threshold(value, neurons):
@@ -131,3 +138,23 @@ def to_initial_membrane(initial, currents):
             f"initial_membrane must have shape [batch, neurons] = {expected}, got {initial.shape}"
         )
     return initial
+
+
+def checked_at_run_time(decay, threshold):
+    """For a scan without a kernel that checks its inputs (the reference): in
+    a graph, where values are unknown until run time, assert what `to_decay`
+    and `to_threshold` check eagerly (tau out of range arrives as NaN decay)."""
+    if tf.executing_eagerly():
+        return decay, threshold
+    checks = []
+    if isinstance(decay, tf.Tensor) and tf.get_static_value(decay) is None:
+        checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(decay)), [
+            f"tau must be finite and >= {TAU_MIN:g}; got decay = 1 - 1/tau =", decay]))
+    if isinstance(threshold, tf.Tensor) and tf.get_static_value(threshold) is None:
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(tf.math.is_nan(threshold))),
+            ["threshold must not be NaN, got", threshold]))
+    if not checks:
+        return decay, threshold
+    with tf.control_dependencies(checks):
+        return tf.identity(decay), tf.identity(threshold)

@@ -58,6 +58,19 @@ def resolve_implementation(implementation):
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
 
 
+def _refuse_replicas(replicas):
+    """A stateful layer keeps one membrane of the global batch in a variable;
+    under several replicas each sees only its share of the batch, and the
+    variable's replicas would diverge. Refuse, and say what works instead."""
+    if replicas > 1:
+        raise ValueError(
+            f"LIFLayer(stateful=True) does not run under a tf.distribute strategy with "
+            f"{replicas} replicas: its membrane variable holds the whole batch, while each "
+            "replica sees only its share. Carry the state explicitly instead: "
+            "LIFLayer(..., return_state=True) returns (spikes, final_membrane), and "
+            "layer(x, initial_state=final_membrane) continues from it, on every replica.")
+
+
 def _plain(value):
     """A Python number as is; a per-neuron array or tensor as a list of floats."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -102,16 +115,19 @@ class LIFLayer(keras.layers.Layer):
       output_units, use_dfa, is_output_layer: accepted and stored for
         compatibility with the seed notebook; direct feedback alignment (DFA)
         training is not implemented yet: the layer trains by backprop.
-      tau: membrane time constant (> 0); decay per step is 1 - 1/tau.
+      tau: membrane time constant, finite and >= 1; decay per step is
+        1 - 1/tau, in [0, 1).
       threshold: spike threshold.
       implementation: "auto", "fused" or "reference".
       alpha, surrogate, reset, detach_reset: see `fused_lif.lif_scan`.
       trainable_tau, trainable_threshold: learn one tau / threshold per neuron,
-        initialised from `tau` / `threshold`. tau is kept >= 1 during training
-        by a `MinValue(1.0)` constraint (decay stays in [0, 1)).
+        initialised from `tau` / `threshold`. tau stays in its valid range
+        (>= 1) during training by a `MinValue(1.0)` constraint.
       return_state: return (spikes, final_membrane [batch, units], float32).
       stateful: carry the membrane across calls (needs a fixed batch size);
-        `reset_states()` zeroes it.
+        `reset_states()` zeroes it. Not under a tf.distribute strategy with
+        several replicas (refused when built or called there): carry the
+        state explicitly with `return_state=True` and `initial_state=`.
 
     Weights: [w (features, units), b (units,)], then tau and threshold (units,)
     when trainable, then the stateful membrane.
@@ -170,12 +186,14 @@ class LIFLayer(keras.layers.Layer):
         if self.trainable_tau:
             self.tau_weight = self.add_weight(
                 shape=(self.units,), initializer=keras.initializers.Constant(self.tau),
-                constraint=MinValue(1.0), trainable=True, name="tau", autocast=False)
+                constraint=MinValue(_params.TAU_MIN), trainable=True, name="tau",
+                autocast=False)
         if self.trainable_threshold:
             self.threshold_weight = self.add_weight(
                 shape=(self.units,), initializer=keras.initializers.Constant(self.threshold),
                 trainable=True, name="threshold", autocast=False)
         if self.stateful:
+            _refuse_replicas(tf.distribute.get_strategy().num_replicas_in_sync)
             if input_shape[0] is None:
                 raise ValueError(
                     "LIFLayer(stateful=True) needs a fixed batch size: give one, e.g. "
@@ -209,8 +227,12 @@ class LIFLayer(keras.layers.Layer):
         currents = tf.matmul(tf.reshape(x, [-1, features]), tf.cast(self.w, x.dtype))
         currents = tf.reshape(currents, tf.stack([shape[0], shape[1], self.units]))
         currents.set_shape([x.shape[0], x.shape[1], self.units])
-        if initial_state is None and self.membrane_state is not None:
-            initial_state = tf.convert_to_tensor(self.membrane_state)
+        if self.membrane_state is not None:
+            replica = tf.distribute.get_replica_context()
+            _refuse_replicas(replica.num_replicas_in_sync if replica is not None
+                             else tf.distribute.get_strategy().num_replicas_in_sync)
+            if initial_state is None:
+                initial_state = tf.convert_to_tensor(self.membrane_state)
         tau = (_as_param(self.tau) if self.tau_weight is None
                else tf.convert_to_tensor(self.tau_weight))
         threshold = (_as_param(self.threshold) if self.threshold_weight is None

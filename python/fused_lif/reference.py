@@ -82,6 +82,7 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     decay = _params.to_decay(tau, neurons)
     threshold = _params.to_threshold(threshold, neurons)
     threshold = tf.convert_to_tensor(threshold, tf.float32)
+    decay, threshold = _params.checked_at_run_time(decay, threshold)
     bias = _params.to_bias(bias, currents)
     v = _params.to_initial_membrane(initial_membrane, currents)
     dtype = currents.dtype
