@@ -234,6 +234,45 @@ def test_strided_and_sliced_inputs():
 
 # ------------------------------------------- threads, leaks, determinism --
 
+def test_ten_threads_share_a_layer_and_the_op():
+    """Ten Python threads call one LIFLayer and lif_scan 100 times each, eager
+    and in a shared tf.function, on their own inputs: every result equals the
+    single-thread one, bit for bit."""
+    threads_count, calls = 10, 100
+    layer = fused_lif.LIFLayer(16, tau=5.0, threshold=0.8)
+    layer.build((None, None, 12))
+    layer_fn = tf.function(layer)
+    scan_fn = tf.function(lambda x: fused_lif.lif_scan(x, tau=5.0, return_state=True))
+    inputs = [make_currents((3, 10, 12), seed=100 + i, mean=0.6) for i in range(threads_count)]
+    currents = [make_currents((3, 10, 16), seed=200 + i) for i in range(threads_count)]
+
+    def results(i):
+        return [layer(inputs[i]).numpy(), layer_fn(inputs[i]).numpy(),
+                *[t.numpy() for t in fused_lif.lif_scan(currents[i], tau=5.0, return_state=True)],
+                *[t.numpy() for t in scan_fn(currents[i])]]
+
+    expected = [results(i) for i in range(threads_count)]
+    assert any(np.any(e[0]) for e in expected) and any(np.any(e[2]) for e in expected)
+    errors, mismatches = [], []
+
+    def work(i):
+        try:
+            for call in range(calls):
+                for got, want in zip(results(i), expected[i]):
+                    if not np.array_equal(got, want):
+                        mismatches.append((i, call))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads_count)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not errors, errors[:3]
+    assert not mismatches, mismatches[:10]
+
+
 def test_concurrent_calls_equal_serial_calls():
     inputs = [make_currents((8, 50, 64), seed=s) for s in range(8)]
     serial = [scan_grads(fused_lif.lif_scan, x) for x in inputs]
