@@ -4,10 +4,10 @@ Not collected by the normal test run (`pytest` only looks in tests/). Run:
 
     pytest benchmarks --benchmark-json=bench.json      # seed, medium, long
     pytest benchmarks --bench-shapes=all ...           # + large (~2x longer)
-    python benchmarks/ratios.py bench.json             # issue 8's ratio table
+    python benchmarks/ratios.py bench.json             # the targets' ratio table
 
 Options:
-  --bench-shapes   comma-separated names from fused_lif.benchmarking.SHAPES,
+  --bench-shapes   comma-separated names from harness.SHAPES,
                    or "all" (default: seed,medium,long)
   --bench-rounds   timed rounds per benchmark (default 5; fast ones repeat
                    until ~1 s of timed calls, at most 200), after
@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-from fused_lif import benchmarking  # noqa: E402
+import harness  # noqa: E402  (benchmarks/harness.py: this folder is on sys.path)
 
 DEFAULT_SHAPES = "seed,medium,long"
 MIN_TIMED_SECONDS = 1.0  # fast benchmarks repeat up to this much timed work
@@ -45,9 +45,9 @@ def pytest_configure(config):
     # Thread pools must be set before TensorFlow runs anything.
     threads = config.getoption("--bench-threads", default=0)
     if threads:
-        benchmarking.set_threads(intra_op=threads)
-    config._fused_lif_idle_at_start = benchmarking.cpu_idle_fraction()
-    config._fused_lif_other_load = benchmarking.OtherLoad()
+        harness.set_threads(intra_op=threads)
+    config._fused_lif_idle_at_start = harness.cpu_idle_fraction()
+    config._fused_lif_other_load = harness.OtherLoad()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -65,17 +65,17 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         pass
     # Other processes on the machine skew timings: record how idle it was.
     machine_info["cpu_idle_fraction_at_start"] = getattr(config, "_fused_lif_idle_at_start", None)
-    machine_info["cpu_idle_fraction_at_end"] = benchmarking.cpu_idle_fraction()
+    machine_info["cpu_idle_fraction_at_end"] = harness.cpu_idle_fraction()
     other = getattr(config, "_fused_lif_other_load", None)
     machine_info["other_processes_cpu_fraction"] = other.fraction() if other else None
 
 
 def selected_shapes(config):
     value = config.getoption("--bench-shapes")
-    names = list(benchmarking.SHAPES) if value == "all" else [
+    names = list(harness.SHAPES) if value == "all" else [
         s.strip() for s in value.split(",") if s.strip()]
     for name in names:
-        benchmarking.get_shape(name)  # unknown names fail loudly
+        harness.get_shape(name)  # unknown names fail loudly
     return names
 
 
@@ -115,7 +115,7 @@ def run_benchmark(benchmark, bench_settings):
             # MIN_TIMED_SECONDS of timed calls.
             rounds = bench_settings["rounds"]
             if warmup:
-                benchmarking.warm_up(fn, args, warmup)
+                harness.warm_up(fn, args, warmup)
                 warmup = 0
                 start = time.perf_counter()
                 fn(*args)

@@ -44,7 +44,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
 
-    from fused_lif import benchmarking as bm
+    import harness as bm
     from fused_lif import ops
 
     bm.set_threads(args.threads or None)

@@ -1,4 +1,5 @@
-"""Issue 8's ratio table from a pytest-benchmark JSON.
+"""The ratio table of the performance targets (harness.TARGETS) from a
+pytest-benchmark JSON.
 
     pytest benchmarks --benchmark-json=bench.json
     python benchmarks/ratios.py bench.json            # markdown table
@@ -11,7 +12,7 @@ import argparse
 import json
 import sys
 
-from fused_lif.benchmarking import ratio_table
+from harness import ratio_table
 
 
 def _percent(value):

@@ -4,7 +4,7 @@ as the LIF op's forward + backward must at the same shape."""
 
 import numpy as np
 
-from fused_lif import benchmarking as bm
+import harness as bm
 
 
 def test_copy_bandwidth(run_benchmark, cache, shape_name):

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from fused_lif import benchmarking as bm
+import harness as bm
 
 
 @pytest.mark.parametrize("implementation", ["reference", "fused", "no-scan"])

@@ -1,12 +1,12 @@
 """Peak host memory of one training step (forward, backward, Adam) of one
-LIFLayer at fused_lif.benchmarking.MEMORY_SHAPE = (64, 500, 700, 512), fused vs
+LIFLayer at harness.MEMORY_SHAPE = (64, 500, 700, 512), fused vs
 reference, each in a fresh process. The time recorded is that process's wall
 time (TensorFlow import included); the result is extra_info["delta_mib"]: peak
 resident memory during the step minus the resident memory before it."""
 
 import pytest
 
-from fused_lif import benchmarking as bm
+import harness as bm
 
 
 @pytest.mark.parametrize("implementation", ["reference", "fused"])

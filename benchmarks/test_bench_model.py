@@ -6,7 +6,7 @@ first step's spikes must be equal and gradients equal to rounding."""
 import numpy as np
 import pytest
 
-from fused_lif import benchmarking as bm
+import harness as bm
 
 IMPLEMENTATIONS = ["reference", "fused"]
 
@@ -45,7 +45,7 @@ def test_training_step_without_scan(run_benchmark, cache, shape_name):
     assert np.isfinite(loss.numpy())
 
 
-@pytest.mark.parametrize("input_gradient", [True, False], ids=["issue-6-gemms", "needed-5-gemms"])
+@pytest.mark.parametrize("input_gradient", [True, False], ids=["floor-6-gemms", "needed-5-gemms"])
 def test_gemm_floor(run_benchmark, shape_name, input_gradient):
     shape = bm.get_shape(shape_name)
     x2d, w1, w2, g2 = bm.gemm_floor_inputs(shape)

@@ -4,7 +4,7 @@ fused result equals the reference (spikes exactly, gradients to rounding)."""
 
 import pytest
 
-from fused_lif import benchmarking as bm
+import harness as bm
 
 IMPLEMENTATIONS = ["reference", "fused"]  # reference first: its result is cached
 
@@ -54,7 +54,7 @@ def test_op_forward_backward(run_benchmark, benchmark, cache, shape_name, implem
 
 @pytest.mark.parametrize("config", list(bm.OPTION_CONFIGS))
 def test_op_options(run_benchmark, benchmark, cache, shape_name, config):
-    """Issue 7: atan + subtract + a per-neuron (trainable) tau, fused, vs the
+    """The neuron options: atan + subtract + a per-neuron (trainable) tau, fused, vs the
     seed's neuron; the options' result is checked against the reference."""
     shape = bm.get_shape(shape_name)
     currents, grad_spikes = _inputs(cache, shape)

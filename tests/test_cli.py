@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -154,8 +155,8 @@ def test_bench_calls_the_shared_helper(monkeypatch, capsys):
         return "TABLE " + " ".join(row["shape"] for row in rows)
 
     stub = types.SimpleNamespace(model_step_table=model_step_table, format_table=format_table)
-    monkeypatch.setitem(sys.modules, "fused_lif.benchmarking", stub)
-    monkeypatch.setattr(fused_lif, "benchmarking", stub, raising=False)
+    monkeypatch.setitem(sys.modules, "fused_lif._bench", stub)
+    monkeypatch.setattr(fused_lif, "_bench", stub, raising=False)
 
     assert cli.main(["bench", "--shapes", "seed", "wide", "--repeats", "3"]) == 0
     captured = capsys.readouterr()
@@ -173,15 +174,14 @@ def test_bench_reports_helper_errors(monkeypatch, capsys):
         raise ValueError(f"unknown shape {shape_names[0]!r}; known: seed, long")
 
     stub = types.SimpleNamespace(model_step_table=model_step_table, format_table=None)
-    monkeypatch.setitem(sys.modules, "fused_lif.benchmarking", stub)
-    monkeypatch.setattr(fused_lif, "benchmarking", stub, raising=False)
+    monkeypatch.setitem(sys.modules, "fused_lif._bench", stub)
+    monkeypatch.setattr(fused_lif, "_bench", stub, raising=False)
     assert cli.main(["bench", "--shapes", "huge"]) == 1
     assert "unknown shape 'huge'" in capsys.readouterr().err
 
 
 def test_bench_with_the_real_helper(capsys):
-    """The real fused_lif.benchmarking on the seed shape, kept tiny."""
-    pytest.importorskip("fused_lif.benchmarking")
+    """The real fused_lif._bench on the seed shape, kept tiny."""
     if not fused_lif.is_available():
         pytest.skip("the fused op library does not load")
     assert cli.main(["bench", "--shapes", "seed", "--repeats", "1", "--warmup", "1"]) == 0
@@ -191,13 +191,6 @@ def test_bench_with_the_real_helper(capsys):
     assert any("reference" in row for row in rows)
     fused = [row for row in rows if "fused" in row]
     assert len(fused) == 1 and "yes" in fused[0]  # spikes equal to the reference
-
-
-def test_bench_without_the_helper_says_so(monkeypatch, capsys):
-    monkeypatch.delattr(fused_lif, "benchmarking", raising=False)
-    monkeypatch.setitem(sys.modules, "fused_lif.benchmarking", None)
-    assert cli.main(["bench"]) == 1
-    assert "fused_lif.benchmarking is missing" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_rejected(capsys):
@@ -219,3 +212,93 @@ def test_python_dash_m_runs_the_cli():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--compare" in proc.stdout and "--data PATH.npz" in proc.stdout
+
+
+def _run_console_script(code, *args, env=None):
+    """Runs `code` in a fresh Python in which `main` is the installed `fused-lif`
+    console script's function."""
+    prelude = ("import json, sys\n"
+               "from importlib.metadata import distribution\n"
+               "[main] = [ep.load() for ep in distribution('fused-lif').entry_points\n"
+               "          if ep.group == 'console_scripts' and ep.name == 'fused-lif']\n")
+    return subprocess.run([sys.executable, "-c", prelude + code, *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_and_argument_errors_answer_without_tensorflow():
+    code = ("statuses = []\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    try:\n"
+            "        statuses.append(main(argv))\n"
+            "    except SystemExit as e:\n"
+            "        statuses.append(e.code)\n"
+            "print(json.dumps({'statuses': statuses, 'tensorflow': 'tensorflow' in sys.modules,\n"
+            "                  'fused_lif': 'fused_lif' in sys.modules}))\n")
+    argvs = [["--help"], ["train", "--help"], ["bench", "--help"], [],
+             ["train", "--samples", "0"], ["nonsense"]]
+    proc = _run_console_script(code, json.dumps(argvs))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result == {"statuses": [0, 0, 0, 2, 2, 2], "tensorflow": False, "fused_lif": False}
+    assert "--compare" in proc.stdout and "--repeats" in proc.stdout
+    assert "must be a positive integer, got 0" in proc.stderr
+
+
+def test_importing_the_library_leaves_logging_settings_alone():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = ("import logging, os\n"
+            "root = logging.getLogger()\n"
+            "before = (root.level, list(root.handlers))\n"
+            "import fused_lif\n"
+            "print(json.dumps({'env': os.environ.get('TF_CPP_MIN_LOG_LEVEL'),\n"
+            "                  'root_unchanged': before == (root.level, list(root.handlers))}))\n")
+    proc = subprocess.run([sys.executable, "-c", "import json\n" + code], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"env": None, "root_unchanged": True}
+
+
+def test_quiet_tensorflow_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert cli.quiet_tensorflow(2) is False  # --verbose 2: everything
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    for verbose in (0, 1):
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+        assert cli.quiet_tensorflow(verbose) is True
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.QUIET_TF_LOG_LEVEL == "3"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's setting wins
+    assert cli.quiet_tensorflow(1) is False
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_startup_notices_are_told_from_other_lines():
+    notices = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795995809.188747    8850 port.cc:153] oneDNN custom operations are on.",
+        "I0000 00:00:1795995809.189101    8850 cudart_stub.cc:31] Could not find cuda drivers",
+        "W0000 00:00:1795995809.189101    8850 cpu_feature_guard.cc:227] This TensorFlow binary",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow "
+        "with the appropriate compiler flags.",
+    ]
+    others = ["E0000 00:00:1795995812.603211    8850 some_kernel.cc:52] a real error",
+              "Traceback (most recent call last):", "ImportError: libcudart.so.12: not found",
+              "UserWarning: I0000 is not a prefix here"]
+    assert all(cli.TF_STARTUP_NOTICE.search(line) for line in notices)
+    assert not any(cli.TF_STARTUP_NOTICE.search(line) for line in others)
+
+
+# TensorFlow's C++ start-up logging: absl's prefix (I0000 00:00:...), the oneDNN
+# and CPU-feature notices, the missing CUDA driver, and cuInit without a GPU.
+TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |oneDNN|cuda drivers|cuInit|cpu_feature_guard|"
+                         r"rebuild TensorFlow|absl::InitializeLog")
+
+
+def test_train_prints_no_tensorflow_logging(digits_npz, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    argv = _tiny(digits_npz, tmp_path / "out", "--verbose", "0", "--time-steps", "3",
+                 "--raster-digits", "0")
+    proc = _run_console_script("sys.exit(main(sys.argv[1:]))", *argv, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "validation accuracy" in proc.stdout and "wall time" in proc.stdout
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if TF_LOG_LINE.search(line)]
+    assert noise == []

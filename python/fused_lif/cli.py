@@ -1,26 +1,37 @@
-"""The `fused-lif` command (also `python -m fused_lif`).
+"""The `fused-lif` command (also `python -m fused_lif`): arguments and output.
 
-  fused-lif train [--compare]   the seed notebook's MNIST experiment, end to end
-  fused-lif bench               fused vs reference step times for the seed model
+  fused-lif train [--compare]   the seed notebook's MNIST experiment (fused_lif.experiment)
+  fused-lif bench               fused vs reference step times of the seed model (fused_lif._bench)
+
+Loading this module imports neither TensorFlow nor fused_lif; `main` imports
+them after parsing, with TensorFlow's start-up logging quieted. The console
+script (`_fused_lif_cli`) loads this file without importing the package, so
+--help and argument errors answer at once.
 """
 
 import argparse
+import contextlib
 import json
-import math
 import os
-import statistics
+import re
 import sys
+import tempfile
 import time
 
 __all__ = ["main"]
 
 EXAMPLES_EXTRA = 'pip install "fused-lif[examples]"'
-CURVES_FILE = "training_curves.png"
-RASTER_FILE = "spike_raster.png"
 SUMMARY_FILE = "summary.json"
-EVAL_BATCH_SIZE = 256
 # The seed model at its own shape and at T = 1,000: under a minute on 2 cores.
 BENCH_SHAPES = ("seed", "long")
+# TensorFlow's C++ log level for the commands: 3 hides its INFO, WARNING and
+# ERROR lines (the oneDNN, CUDA-driver and CPU-feature notices, and the
+# `failed call to cuInit` of a machine without a GPU, which reads as a failure).
+QUIET_TF_LOG_LEVEL = "3"
+# What TensorFlow logs while it loads, whatever its log level: absl's notice
+# and INFO / WARNING lines (oneDNN, no CUDA driver), the CPU-feature notice.
+TF_STARTUP_NOTICE = re.compile(r"^[IW]\d{4} \d\d:\d\d:|absl::InitializeLog\(\)|"
+                               r"^To enable the following instructions:.*rebuild TensorFlow")
 
 
 def _err(message):
@@ -94,21 +105,22 @@ def build_parser():
                        help="test digits shown in the spike raster (default: 4)")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                        help="Keras fit verbosity: 1 progress bar (default), 2 one line per "
-                            "epoch, 0 silent")
+                            "epoch and TensorFlow's own logging, 0 silent")
     train.set_defaults(func=_train_command)
 
     bench = commands.add_parser(
         "bench",
         help="fused vs reference step times of the seed model",
         description="Times a training step of the seed model with the fused and the reference "
-                    "LIFLayer (fused_lif.benchmarking) and prints a table.")
+                    "LIFLayer and prints a table (benchmarks/ has the full suite).")
     bench.add_argument("--shapes", nargs="+", metavar="NAME", default=list(BENCH_SHAPES),
-                       help="names in fused_lif.benchmarking.SHAPES: seed (B=32, T=20), "
+                       help="seed (B=32, T=20), "
                             "medium, large, long (T=1000) (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=5, help="(default: 5)")
     bench.add_argument("--warmup", type=_non_negative_int, default=2, help="(default: 2)")
     bench.set_defaults(func=_bench_command)
     return parser
+
 
 
 def main(argv=None):
@@ -120,129 +132,98 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    _import_fused_lif(quiet=quiet_tensorflow(getattr(args, "verbose", 1)))
     return args.func(args)
+
+
+def quiet_tensorflow(verbose):
+    """Sets TensorFlow's C++ log level to QUIET_TF_LOG_LEVEL unless the user
+    set TF_CPP_MIN_LOG_LEVEL or asked for everything (verbose 2); returns
+    whether it did. Takes effect only before TensorFlow is imported."""
+    if verbose >= 2 or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return False
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = QUIET_TF_LOG_LEVEL
+    return True
+
+
+def _import_fused_lif(quiet):
+    """Imports fused_lif, and with it TensorFlow; when `quiet`, without the
+    lines TensorFlow logs while it loads whatever TF_CPP_MIN_LOG_LEVEL says
+    (tensorflow#100442)."""
+    quiet = quiet and "tensorflow" not in sys.modules
+    with _startup_notices_hidden() if quiet else contextlib.nullcontext():
+        import fused_lif  # noqa: F401
+
+
+@contextlib.contextmanager
+def _startup_notices_hidden():
+    """Captures standard error (the file descriptor, where C++ writes) and
+    passes on all but TF_STARTUP_NOTICE lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not TF_STARTUP_NOTICE.search(line)))
+            sys.stderr.flush()
 
 
 # ----------------------------------------------------------------------------- train
 
 
-def _figure_class():
-    """matplotlib's Figure (no pyplot, no global backend), or None with a notice."""
+def _fused_library_loads():
+    from fused_lif import FusedOpUnavailableError, ops
+
     try:
-        from matplotlib.figure import Figure
-    except ImportError:
+        ops.load_library()
+    except FusedOpUnavailableError as e:
+        _err(str(e))
+        _err("fused-lif train: the fused op library cannot load, so the fused layer cannot "
+             "train here. Run with --implementation reference to train the tf.while_loop "
+             "layer alone.")
+        return False
+    return True
+
+
+def _figure_class():
+    """matplotlib's Figure, or None with a notice saying which extra installs it."""
+    from fused_lif import _plots
+
+    Figure = _plots.figure_class()
+    if Figure is None:
         _err(f"fused-lif: matplotlib is not installed, so no plots will be written: "
              f"{EXAMPLES_EXTRA}")
-        return None
     return Figure
 
 
-def _epoch_timer():
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        """Wall time of each epoch (its training steps and its validation
-        pass) and of each training step (forward, backward, Adam)."""
-
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-            self.step_seconds = []  # one list per epoch
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-            self.step_seconds.append([])
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._step_start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.step_seconds[-1].append(time.perf_counter() - self._step_start)
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
-
-        def steady_steps(self):
-            """Step times without tracing: epochs 2+, or epoch 1 less its first step."""
-            if len(self.step_seconds) > 1:
-                return [t for epoch in self.step_seconds[1:] for t in epoch]
-            return self.step_seconds[0][1:] if self.step_seconds else []
-
-    return EpochTimer()
+def _data_line(data, args):
+    return (f"MNIST from {data.source}: {data.n_train} training / {data.n_validation} "
+            f"validation / {data.n_test} test digits; rate coding T={args.time_steps}, "
+            f"max_rate={args.max_rate}; {data.input_dim}-{args.hidden_units}-10 LIF network")
 
 
-def _test_dataset(x, y, time_steps, max_rate, seed):
-    """Test digits rate-coded batch by batch in tf.data (the whole set is never
-    encoded at once); stateless seeds per batch give every model the same spikes."""
-    import tensorflow as tf
-
-    from .encoding import rate_encode_tf
-
-    def encode(index, batch):
-        images, labels = batch
-        batch_seed = tf.stack([tf.constant(seed, tf.int64), index])
-        return rate_encode_tf(images, time_steps, max_rate, seed=batch_seed), labels
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH_SIZE).enumerate()
-    return ds.map(encode).prefetch(2)
+def _train_all(experiment, implementations, data, args):
+    """Trains each implementation from the same initial weights; prints a
+    heading before each. Returns ({name: model}, {name: result})."""
+    weights = experiment.initial_weights(args, data.input_dim)
+    print(_data_line(data, args), flush=True)
+    models, results = {}, {}
+    for name in implementations:
+        epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
+        print(f"\n== {name} LIFLayer: {epochs}, batch {args.batch_size}, "
+              f"Adam {args.learning_rate:g}", flush=True)
+        models[name], results[name] = experiment.train_one(name, weights, data, args)
+    return models, results
 
 
-def _mean(values):
-    return sum(values) / len(values) if values else None
-
-
-def _median(values):
-    return statistics.median(values) if values else None
-
-
-def _scaled(value, factor):
-    return None if value is None else value * factor
-
-
-def _train_one(implementation, initial_weights, spikes, labels, test, args, input_dim):
-    import keras
-
-    from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
-    from .models import create_snn_model
-
-    model = create_snn_model(input_dim, args.hidden_units, 10, args.time_steps,
-                             implementation=implementation)
-    model.set_weights(initial_weights)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
-                  loss=spike_categorical_crossentropy, metrics=[spike_categorical_accuracy])
-    timer = _epoch_timer()
-    keras.utils.set_random_seed(args.seed)  # the same batch order for every implementation
-    history = model.fit(spikes, labels, batch_size=args.batch_size, epochs=args.epochs,
-                        validation_split=args.validation_split, verbose=args.verbose,
-                        callbacks=[timer])
-    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    result = {
-        "history": history,
-        "epoch_seconds": timer.seconds,
-        "first_epoch_seconds": timer.seconds[0],
-        # Epoch 1 includes tracing the train and validation functions.
-        "mean_epoch_seconds_after_first": _mean(timer.seconds[1:]),
-        "median_epoch_seconds_after_first": _median(timer.seconds[1:]),
-        # Median training step (forward, backward, Adam; no validation), without
-        # tracing: over epochs 2+, or over epoch 1 less its first step.
-        "median_step_ms": _scaled(_median(timer.steady_steps()), 1e3),
-        "train_accuracy": history["spike_categorical_accuracy"][-1],
-        "validation_accuracy": history.get("val_spike_categorical_accuracy", [None])[-1],
-        "validation_loss": history.get("val_loss", [None])[-1],
-        "test_accuracy": None,
-        "test_loss": None,
-        "test_seconds": None,
-    }
-    if test is not None:
-        start = time.perf_counter()
-        scores = model.evaluate(test, verbose=0, return_dict=True)
-        result["test_seconds"] = time.perf_counter() - start
-        result["test_accuracy"] = float(scores["spike_categorical_accuracy"])
-        result["test_loss"] = float(scores["loss"])
-    return model, result
-
-
-def _fmt(value, spec=".3f"):
+def _cell(value, spec=".3f"):
     return "-" if value is None else format(value, spec)
 
 
@@ -262,7 +243,7 @@ def _report(results, speedup, epochs):
     width = max(len(r[0]) for r in rows)
     lines = ["".join([" " * width] + [f"{n:>12}" for n in names])]
     for label, key, spec in rows:
-        lines.append(label.ljust(width) + "".join(f"{_fmt(results[n][key], spec):>12}"
+        lines.append(label.ljust(width) + "".join(f"{_cell(results[n][key], spec):>12}"
                                                   for n in names))
     if speedup is not None:
         for kind, note in (("training_step", "reference / fused median step"),
@@ -273,192 +254,40 @@ def _report(results, speedup, epochs):
     return "\n".join(lines)
 
 
-def _plot_curves(Figure, results, path):
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    axes = fig.subplots(1, 3)
-    styles = {"fused": "-", "reference": "--"}
-    for name, result in results.items():
-        h = result["history"]
-        epochs = range(1, len(h["loss"]) + 1)
-        ls = styles.get(name, "-")
-        axes[0].plot(epochs, h["loss"], ls, color="C0", label=f"{name} train")
-        axes[1].plot(epochs, h["spike_categorical_accuracy"], ls, color="C0",
-                     label=f"{name} train")
-        if "val_loss" in h:
-            axes[0].plot(epochs, h["val_loss"], ls, color="C1", label=f"{name} validation")
-            axes[1].plot(epochs, h["val_spike_categorical_accuracy"], ls, color="C1",
-                         label=f"{name} validation")
-        axes[2].plot(epochs, result["epoch_seconds"], ls, marker="o", label=name)
-    axes[0].set(title="spike-count cross-entropy", xlabel="epoch")
-    axes[1].set(title="spike-count accuracy", xlabel="epoch", ylim=(0, 1))
-    axes[2].set(title="epoch time (epoch 1 includes tracing)", xlabel="epoch",
-                ylabel="seconds", ylim=(0, None))
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-
-
-def _plot_raster(Figure, model, implementation, images, labels, args, path):
-    import keras
-    import numpy as np
-    from matplotlib.ticker import MaxNLocator
-
-    from .encoding import rate_encode
-
-    spikes_in = rate_encode(images.reshape(len(images), -1), args.time_steps, args.max_rate,
-                            seed=args.seed + 1)
-    probe = keras.Model(model.inputs, [model.get_layer("hidden_layer").output, model.output])
-    hidden, output = (np.asarray(a) for a in probe.predict(spikes_in, verbose=0))
-    k = len(images)
-    fig = Figure(figsize=(12, 2.3 * k), layout="constrained")
-    axes = fig.subplots(k, 4, squeeze=False, width_ratios=[1, 2, 2, 1.3])
-    side = int(round(math.sqrt(images[0].size)))
-    for i in range(k):
-        counts = output[i].sum(axis=0)
-        predicted = int(np.argmax(counts))
-        if side * side == images[i].size:
-            axes[i, 0].imshow(images[i].reshape(side, side), cmap="gray_r")
-        axes[i, 0].set_title(f"label {labels[i]}, predicted {predicted}", fontsize=9)
-        axes[i, 0].axis("off")
-        for ax, spikes, title in ((axes[i, 1], spikes_in[i], "input spikes"),
-                                  (axes[i, 2], hidden[i], "hidden layer spikes"),
-                                  (axes[i, 3], output[i], "output spikes")):
-            t, n = np.nonzero(spikes)
-            ax.scatter(t, n, s=4 if spikes.shape[1] > 20 else 16, marker="|", color="k",
-                       linewidths=0.8)
-            ax.set_xlim(-0.5, spikes.shape[0] - 0.5)
-            ax.set_ylim(-0.5, spikes.shape[1] - 0.5)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(title, fontsize=9)
-            ax.set_ylabel("neuron", fontsize=8)
-            ax.tick_params(labelsize=7)
-        axes[i, 3].set_yticks(range(output.shape[2]))
-        axes[i, 3].axhline(labels[i], color="C2", alpha=0.3, linewidth=6)
-        if i == k - 1:
-            for ax in axes[i, 1:]:
-                ax.set_xlabel("time step", fontsize=8)
-    fig.suptitle(f"{implementation} LIFLayer, T={args.time_steps} (green: true class)",
-                 fontsize=10)
-    fig.savefig(path, dpi=100)
-
-
 def _train_command(args):
+    from fused_lif import _plots, experiment
+    from fused_lif.data import DataUnavailableError
+
     wall_start = time.perf_counter()
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from . import __version__, ops
-    from .data import DataUnavailableError, load_mnist, preprocess
-    from .encoding import rate_encode
-    from .models import create_snn_model
-
     implementations = ["fused", "reference"] if args.compare else [args.implementation]
-    if "fused" in implementations:
-        try:
-            ops.load_library()
-        except ops.FusedOpUnavailableError as e:
-            _err(str(e))
-            _err("fused-lif train: the fused op library cannot load, so the fused layer cannot "
-                 "train here. Run with --implementation reference to train the tf.while_loop "
-                 "layer alone.")
-            return 1
+    if "fused" in implementations and not _fused_library_loads():
+        return 1
     Figure = _figure_class()
-
     try:
-        mnist = load_mnist(args.data)
+        data = experiment.prepare_data(args)
     except DataUnavailableError as e:
         _err(str(e))
         return 2
-    available = len(mnist.x_train)
-    if args.samples > available:
-        _err(f"fused-lif: {mnist.source} has {available} training digits; using all of them "
-             f"(--samples {args.samples}).")
-    x_train, y_train = preprocess(mnist.x_train[:args.samples], mnist.y_train[:args.samples])
-    n_test = len(mnist.x_test) if args.test_samples is None else min(args.test_samples,
-                                                                     len(mnist.x_test))
-    x_test, y_test = preprocess(mnist.x_test[:n_test], mnist.y_test[:n_test])
-    n_train = int(math.floor(len(x_train) * (1.0 - args.validation_split)))
-    input_dim = x_train.shape[1]
+    if args.samples > data.available_train:
+        _err(f"fused-lif: {data.source} has {data.available_train} training digits; using all "
+             f"of them (--samples {args.samples}).")
 
-    keras.utils.set_random_seed(args.seed)
-    spikes = rate_encode(x_train, args.time_steps, args.max_rate, seed=args.seed)
-    test = (_test_dataset(x_test, y_test, args.time_steps, args.max_rate, args.seed)
-            if n_test else None)
-    # One set of initial weights for every implementation.
-    initial_weights = create_snn_model(input_dim, args.hidden_units, 10, args.time_steps,
-                                       implementation="reference").get_weights()
-
-    print(f"MNIST from {mnist.source}: {n_train} training / {len(x_train) - n_train} validation "
-          f"/ {n_test} test digits; rate coding T={args.time_steps}, max_rate={args.max_rate}; "
-          f"{input_dim}-{args.hidden_units}-10 LIF network", flush=True)
-    results, models = {}, {}
-    for name in implementations:
-        epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
-        print(f"\n== {name} LIFLayer: {epochs}, batch {args.batch_size}, "
-              f"Adam {args.learning_rate:g}", flush=True)
-        models[name], results[name] = _train_one(name, initial_weights, spikes, y_train, test,
-                                                 args, input_dim)
-
-    speedup = None
-    if args.compare:
-        fused, ref = results["fused"], results["reference"]
-        epoch_key = ("median_epoch_seconds_after_first" if args.epochs > 1
-                     else "first_epoch_seconds")
-        speedup = {
-            "training_step": (ref["median_step_ms"] / fused["median_step_ms"]
-                              if fused["median_step_ms"] and ref["median_step_ms"] else None),
-            "epoch": ref[epoch_key] / fused[epoch_key],
-        }
+    models, results = _train_all(experiment, implementations, data, args)
+    speedup = experiment.speedups(results, args.epochs) if args.compare else None
     print()
     print(_report(results, speedup, args.epochs))
 
     os.makedirs(args.out, exist_ok=True)
-    files = []
-    if Figure is not None:
-        path = os.path.join(args.out, CURVES_FILE)
-        _plot_curves(Figure, results, path)
-        files.append(path)
-        k = min(args.raster_digits, len(mnist.x_test))
-        if k:
-            path = os.path.join(args.out, RASTER_FILE)
-            shown = implementations[0]
-            _plot_raster(Figure, models[shown], shown, preprocess(mnist.x_test[:k],
-                         mnist.y_test[:k])[0], mnist.y_test[:k], args, path)
-            files.append(path)
-    summary_path = os.path.join(args.out, SUMMARY_FILE)
-    files.append(summary_path)
-    summary = {
-        "argv": args.argv,
-        "config": {k: getattr(args, k) for k in (
-            "implementation", "compare", "samples", "validation_split", "test_samples",
-            "epochs", "batch_size", "time_steps", "max_rate", "hidden_units", "learning_rate",
-            "seed", "data")},
-        "data": {"source": mnist.source, "train_digits": n_train,
-                 "validation_digits": len(x_train) - n_train, "test_digits": n_test},
-        "results": results,
-        "speedup": speedup,
-        "speedup_basis": None if speedup is None else {
-            "training_step": "reference / fused median_step_ms (no tracing, no validation)",
-            "epoch": ("reference / fused median epoch time, epochs 2+" if args.epochs > 1
-                      else "reference / fused first epoch time, incl. tracing"),
-        },
-        "epoch_time_includes": "training steps and the validation pass",
-        "versions": {"fused_lif": __version__, "tensorflow": tf.__version__,
-                     "keras": keras.__version__, "numpy": np.__version__},
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-        "files": [os.path.basename(f) for f in files],
-        "wall_seconds": None,  # from the start of the command, after importing TensorFlow
-    }
-    summary["wall_seconds"] = time.perf_counter() - wall_start
-    with open(summary_path, "w") as f:
+    files = (_plots.write_figures(Figure, models, results, data.raw_test, args)
+             if Figure is not None else [])
+    files.append(os.path.join(args.out, SUMMARY_FILE))
+    summary = experiment.summary(args, args.argv, data, results, speedup,
+                                 [os.path.basename(f) for f in files],
+                                 time.perf_counter() - wall_start)
+    with open(files[-1], "w") as f:
         json.dump(summary, f, indent=2)
     print(f"\nwall time {summary['wall_seconds']:.0f} s (after importing TensorFlow); wrote "
-          + ", ".join(os.path.join(args.out, os.path.basename(p)) for p in files))
+          + ", ".join(files))
     return 0
 
 
@@ -466,27 +295,19 @@ def _train_command(args):
 
 
 def _bench_command(args):
-    try:
-        from . import benchmarking
-    except ModuleNotFoundError as e:
-        if e.name not in ("fused_lif.benchmarking", __package__ + ".benchmarking"):
-            raise
-        _err("fused-lif bench: fused_lif.benchmarking is missing from this installation.")
-        return 1
-    from .ops import FusedOpUnavailableError
+    from fused_lif import FusedOpUnavailableError, _bench  # imports TensorFlow
 
     def progress(message):
         print(message, file=sys.stderr, flush=True)
 
     try:
-        rows = benchmarking.model_step_table(shape_names=tuple(args.shapes),
-                                             repeats=args.repeats, warmup=args.warmup,
-                                             progress=progress)
+        rows = _bench.model_step_table(shape_names=tuple(args.shapes), repeats=args.repeats,
+                                       warmup=args.warmup, progress=progress)
     except (FusedOpUnavailableError, ValueError) as e:  # no op library; unknown shape name
         _err(f"fused-lif bench: {e}")
         return 1
     except AssertionError as e:  # the helper checks fused against the reference first
         _err(f"fused-lif bench: the fused result differs from the reference: {e}")
         return 1
-    print(benchmarking.format_table(rows))
+    print(_bench.format_table(rows))
     return 0

@@ -1,36 +1,58 @@
-"""Benchmark helpers, in one place: the shape grid, input builders, the
-training step, the GEMM floor, the copy-bandwidth baseline, warm-up and
-timing, the fused-vs-reference checks, the peak-memory probe and the ratio
-table of issue 8.
+"""The benchmark harness: everything `benchmarks/` measures with, on top of
+`fused_lif._bench` (the shape grid, the seed model's training step, the GEMM
+floor, the check against the reference, round-robin timing; `fused-lif bench`
+uses that part alone). Here: machine-load probes, the op-level functions, the
+copy-bandwidth baseline, the seed notebook's own model and the model without a
+scan, the notebook's model.fit, the peak-memory probe, the targets and the
+ratio table.
 
-Used by `benchmarks/` (pytest-benchmark), `benchmarks/ratios.py` and the
-`fused-lif bench` command. Every measurement of the fused op is paired with a
-check against the reference (a fast wrong result is worthless): spikes must be
-equal, gradients equal to float rounding.
+Used by the pytest-benchmark suite (benchmarks/test_bench_*.py),
+benchmarks/ratios.py and benchmarks/profile_*.py, which find it on sys.path
+(pytest and `python benchmarks/x.py` both put benchmarks/ there). Every
+measurement of the fused op is paired with a check against the reference (a
+fast wrong result is worthless): spikes must be equal, gradients equal to
+float rounding.
 
-    from fused_lif import benchmarking
-    print(benchmarking.format_table(benchmarking.model_step_table(("seed", "medium"))))
+    import harness as bm
+    print(bm.format_table(bm.model_step_table(("seed", "medium"))))
 
 Times are medians of `repeats` calls after `warmup` calls; implementations
 are measured interleaved (round-robin) so that ratios come from the same
 conditions. Compare ratios, never absolute times across machines or runs.
 """
 
-import dataclasses
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
 
+from fused_lif import _bench
+from fused_lif._bench import (
+    IMPLEMENTATIONS,
+    SHAPES,
+    Shape,
+    assert_same_result,
+    compare_models,
+    format_table,
+    gemm_floor_inputs,
+    gemm_floor_step,
+    get_shape,
+    loss_and_gradients,
+    model_inputs,
+    model_step_table,
+    training_step,
+    warm_up,
+)
+
 __all__ = [
     "COPY_BYTES_PER_FLOAT",
     "IMPLEMENTATIONS",
     "MEMORY_SHAPE",
+    "OPTION_CONFIGS",
     "OtherLoad",
     "SHAPES",
     "Shape",
@@ -50,6 +72,7 @@ __all__ = [
     "lif_bytes",
     "lif_forward_backward_fn",
     "lif_forward_fn",
+    "lif_options_fn",
     "loss_and_gradients",
     "model_inputs",
     "model_step_table",
@@ -62,53 +85,25 @@ __all__ = [
     "warm_up",
 ]
 
-IMPLEMENTATIONS = ("reference", "fused")
-
-
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """A model shape: (batch, time, inputs, hidden, outputs) of the seed's
-    2-layer SNN. The LIF op alone runs at (batch, time, hidden)."""
-
-    name: str
-    batch: int
-    time: int
-    inputs: int
-    hidden: int
-    outputs: int
-
-    @property
-    def op_shape(self):
-        """[batch, time, neurons] of the hidden layer's LIF scan."""
-        return (self.batch, self.time, self.hidden)
-
-    def __str__(self):
-        return (f"{self.name} (B={self.batch}, T={self.time}, in={self.inputs}, "
-                f"hidden={self.hidden}, out={self.outputs})")
-
-
-SHAPES = {s.name: s for s in (
-    Shape("seed", 32, 20, 784, 128, 10),        # the seed notebook's
-    Shape("medium", 128, 100, 784, 512, 10),
-    Shape("large", 256, 200, 700, 1024, 20),
-    Shape("long", 32, 1000, 784, 128, 10),     # long sequences: T = 1,000
-)}
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The seed notebook's layer, copied verbatim once: tests/seed_notebook.py.
+TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
 
 # One layer's training step, for the peak-host-memory comparison:
 # (batch, time, inputs, units).
 MEMORY_SHAPE = (64, 500, 700, 512)
 
-# Issue 8's targets, as used by `ratio_table`.
+# The performance targets that `ratio_table` checks.
 TARGETS = {
     "seed_speedup": 4.0,        # fused training step vs reference, seed shape: >=
     "floor_ratio": 1.15,        # fused training step / GEMM floor, medium & large: <=
     "bandwidth_fraction": 0.85,  # LIF op fwd+bwd bandwidth / copy bandwidth: >=
     "memory_ratio": 0.4,        # peak host memory fused / reference: <=
     "fit_speedup": 2.0,         # seed notebook model.fit epoch, reference / fused: >=
-    "options_ratio": 1.2,       # issue 7: fused fwd+bwd, atan+subtract+per-neuron tau / default: <=
+    "options_ratio": 1.2,       # fused fwd+bwd, atan+subtract+per-neuron tau / default: <=
 }
 
-# Issue 7's neuron options, as keyword arguments of lif_scan: "default" is the
+# The neuron options, as keyword arguments of lif_scan: "default" is the
 # seed's neuron; "options" is atan + subtract with a per-neuron tau tensor
 # (trainable: its gradient is computed too).
 OPTION_CONFIGS = {
@@ -118,16 +113,6 @@ OPTION_CONFIGS = {
 
 # An elementwise copy of n float32 values reads 4n and writes 4n bytes.
 COPY_BYTES_PER_FLOAT = 8
-
-
-def get_shape(shape):
-    """A `Shape` from its name in SHAPES, or the Shape itself."""
-    if isinstance(shape, Shape):
-        return shape
-    try:
-        return SHAPES[shape]
-    except KeyError:
-        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}") from None
 
 
 def cpu_idle_fraction(seconds=0.5):
@@ -196,20 +181,9 @@ def set_threads(intra_op=None, inter_op=None):
         tf.config.threading.set_inter_op_parallelism_threads(int(inter_op))
 
 
+
+
 # ----------------------------------------------------------------- inputs --
-
-def model_inputs(shape, seed=0, rate=0.2):
-    """Rate-coded input spikes x [batch, time, inputs] (Bernoulli(rate), as the
-    seed's rate coding of MNIST gives) and one-hot labels y [batch, outputs]."""
-    import tensorflow as tf
-
-    shape = get_shape(shape)
-    rng = np.random.default_rng(seed)
-    x = (rng.random((shape.batch, shape.time, shape.inputs), dtype=np.float32) < rate)
-    labels = rng.integers(0, shape.outputs, shape.batch)
-    y = np.eye(shape.outputs, dtype=np.float32)[labels]
-    return tf.constant(x.astype(np.float32)), tf.constant(y)
-
 
 def op_inputs(batch, time, neurons, seed=0):
     """Currents [batch, time, neurons] that make neurons fire now and then, and
@@ -226,12 +200,12 @@ def op_inputs(batch, time, neurons, seed=0):
 
 def _scan_module(implementation):
     if implementation == "fused":
-        from . import ops
+        from fused_lif import ops
 
         ops.load_library()  # says clearly why not, when it cannot load
         return ops
     if implementation == "reference":
-        from . import reference
+        from fused_lif import reference
 
         return reference
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
@@ -328,52 +302,15 @@ def copy_step():
 # ----------------------------------------------------------- model level --
 
 def _seed_notebook_model(shape):
-    """The seed notebook's own model, verbatim in what it computes: one matmul
-    per time step inside its tf.while_loop (for context: the package's
-    reference does one matmul for all time steps)."""
-    import keras
-    import tensorflow as tf
+    """The seed notebook's own model, verbatim in what it computes
+    (tests/seed_notebook.py): one matmul per time step inside its
+    tf.while_loop (for context: the package's reference does one matmul for
+    all time steps)."""
+    if TESTS_DIR not in sys.path:
+        sys.path.append(TESTS_DIR)
+    import seed_notebook
 
-    @tf.custom_gradient
-    def spike_function(v, threshold):
-        spikes = tf.cast(tf.greater(v, threshold), tf.float32)
-
-        def grad(dy):
-            surrogate_grad = 1.0 / (1.0 + tf.abs(10.0 * (v - threshold))) ** 2
-            return dy * surrogate_grad, None
-
-        return spikes, grad
-
-    class SeedLIFLayer(keras.layers.Layer):
-        def __init__(self, units, tau=20.0, threshold=1.0, **kwargs):
-            super().__init__(**kwargs)
-            self.units, self.tau, self.threshold = units, tau, threshold
-
-        def build(self, input_shape):
-            self.w = self.add_weight(shape=(input_shape[-1], self.units),
-                                     initializer="glorot_uniform", name="weights")
-            self.b = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
-
-        def call(self, inputs):
-            time_steps = tf.shape(inputs)[1]
-            v = tf.zeros((tf.shape(inputs)[0], self.units))
-            spikes_array = tf.TensorArray(tf.float32, size=time_steps, dynamic_size=False)
-
-            def time_step(t, v, spikes_array):
-                i_in = tf.matmul(inputs[:, t, :], self.w) + self.b
-                v = v * (1.0 - 1.0 / self.tau) + i_in
-                spike = spike_function(v, self.threshold)
-                v = v * (1.0 - spike)
-                return t + 1, v, spikes_array.write(t, spike)
-
-            _, _, spikes_array = tf.while_loop(lambda t, *_: t < time_steps, time_step,
-                                               [0, v, spikes_array])
-            return tf.transpose(spikes_array.stack(), [1, 0, 2])
-
-    inputs = keras.Input(shape=(shape.time, shape.inputs), name="input")
-    hidden = SeedLIFLayer(shape.hidden, name="hidden_layer")(inputs)
-    outputs = SeedLIFLayer(shape.outputs, name="output_layer")(hidden)
-    return keras.Model(inputs=inputs, outputs=outputs, name="seed_notebook_snn")
+    return seed_notebook.create_snn_model(shape.inputs, shape.hidden, shape.outputs, shape.time)
 
 
 def _no_scan_model(shape):
@@ -383,7 +320,7 @@ def _no_scan_model(shape):
     import keras
     import tensorflow as tf
 
-    from .layer import LIFLayer
+    from fused_lif.layer import LIFLayer
 
     class NoScanLayer(LIFLayer):
         def call(self, inputs, training=None):
@@ -407,183 +344,11 @@ def build_models(shape, implementations=IMPLEMENTATIONS, seed=0):
     the seed notebook's own layer (a matmul per time step), and "no-scan",
     the same model without the LIF scan (a lower bound on any step's time).
     """
-    import keras
-
-    from .models import create_snn_model
-
-    shape = get_shape(shape)
-    models = {}
-    weights = None
-    for implementation in implementations:
-        keras.utils.set_random_seed(seed)
-        if implementation == "seed":
-            model = _seed_notebook_model(shape)
-        elif implementation == "no-scan":
-            model = _no_scan_model(shape)
-        else:
-            model = create_snn_model(shape.inputs, shape.hidden, shape.outputs, shape.time,
-                                     implementation=implementation)
-        if weights is None:
-            weights = model.get_weights()
-        else:
-            model.set_weights(weights)
-        models[implementation] = model
-    return models
-
-
-def loss_and_gradients(model):
-    """tf.function (x, y) -> (spikes, loss, gradients): the training step's
-    forward and backward without the update, for checking results."""
-    import tensorflow as tf
-
-    from .losses import spike_categorical_crossentropy
-
-    @tf.function
-    def run(x, y):
-        with tf.GradientTape() as tape:
-            spikes = model(x, training=True)
-            loss = tf.reduce_mean(spike_categorical_crossentropy(y, spikes))
-        return spikes, loss, tape.gradient(loss, model.trainable_variables)
-
-    return run
-
-
-def training_step(model, learning_rate=1e-3):
-    """tf.function (x, y) -> loss: forward, backward and an Adam update, as the
-    seed notebook trains (its loss; Adam(1e-3))."""
-    import keras
-    import tensorflow as tf
-
-    from .losses import spike_categorical_crossentropy
-
-    optimizer = keras.optimizers.Adam(learning_rate)
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            spikes = model(x, training=True)
-            loss = tf.reduce_mean(spike_categorical_crossentropy(y, spikes))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-
-    return step
-
-
-def gemm_floor_inputs(shape, seed=0):
-    """(x2d [B*T, in], w1 [in, hidden], w2 [hidden, out], g2 [B*T, out]) for
-    `gemm_floor_step`: the model's matmul operands."""
-    import tensorflow as tf
-
-    shape = get_shape(shape)
-    rng = np.random.default_rng(seed)
-    rows = shape.batch * shape.time
-    x = (rng.random((rows, shape.inputs), dtype=np.float32) < 0.2).astype(np.float32)
-    w1 = rng.normal(0, 0.05, (shape.inputs, shape.hidden)).astype(np.float32)
-    w2 = rng.normal(0, 0.05, (shape.hidden, shape.outputs)).astype(np.float32)
-    g2 = rng.normal(0, 1e-3, (rows, shape.outputs)).astype(np.float32)
-    return tuple(tf.constant(a) for a in (x, w1, w2, g2))
-
-
-def gemm_floor_step(input_gradient=True):
-    """tf.function (x2d, w1, w2, g2) -> outputs: the matmuls of the 2-layer
-    model's training step alone, with the data flow of the real step.
-
-    Forward X·W per layer; backward dW per layer and dX of layer 2 (the
-    gradient into the hidden spikes). With `input_gradient` (issue 8's
-    definition: "backward dX and dW per layer") also layer 1's dX, which the
-    training step never computes (the model input needs no gradient); without
-    it, exactly the five GEMMs the fused step runs.
-    """
-    import tensorflow as tf
-
-    @tf.function
-    def floor(x2d, w1, w2, g2):
-        c1 = tf.matmul(x2d, w1)                          # [BT, hidden]: layer 1 forward
-        c2 = tf.matmul(c1, w2)                           # [BT, out]:    layer 2 forward
-        dw2 = tf.matmul(c1, g2, transpose_a=True)        # [hidden, out]: layer 2 dW
-        dc1 = tf.matmul(g2, w2, transpose_b=True)        # [BT, hidden]: layer 2 dX
-        dw1 = tf.matmul(x2d, dc1, transpose_a=True)      # [in, hidden]: layer 1 dW
-        outputs = [c2, dw1, dw2]
-        if input_gradient:
-            outputs.append(tf.matmul(dc1, w1, transpose_b=True))  # [BT, in]: layer 1 dX
-        return outputs
-
-    return floor
-
-
-# ----------------------------------------------------------------- checks --
-
-def _max_abs_diff(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"shapes differ: {a.shape} vs {b.shape}")
-    if a.size == 0:
-        return 0.0
-    with np.errstate(invalid="ignore"):
-        d = np.abs(a - b)
-    # NaN in the same places counts as equal; anywhere else as infinitely far.
-    same_nan = np.isnan(a) & np.isnan(b)
-    d = np.where(same_nan, 0.0, np.where(np.isnan(d), np.inf, d))
-    return float(d.max())
-
-
-def assert_same_result(fused_spikes, reference_spikes, fused_grads=(), reference_grads=(),
-                       rtol=1e-4):
-    """Spikes exactly equal; each gradient within rtol of its largest
-    magnitude (float rounding: the two sum in different orders).
-
-    Returns the largest absolute difference over spikes and gradients.
-    """
-    fused_spikes = np.asarray(fused_spikes)
-    reference_spikes = np.asarray(reference_spikes)
-    mismatched = int(np.sum(fused_spikes != reference_spikes))
-    if mismatched:
-        raise AssertionError(
-            f"fused spikes differ from the reference at {mismatched} of "
-            f"{reference_spikes.size} positions")
-    worst = 0.0
-    if len(fused_grads) != len(reference_grads):
-        raise AssertionError(f"{len(fused_grads)} fused gradients vs {len(reference_grads)}")
-    for i, (f, r) in enumerate(zip(fused_grads, reference_grads)):
-        f, r = np.asarray(f), np.asarray(r)
-        diff = _max_abs_diff(f, r)
-        scale = float(np.max(np.abs(r))) if r.size else 0.0
-        if not diff <= rtol * scale + 1e-30:
-            raise AssertionError(
-                f"gradient {i} {r.shape}: max |fused - reference| = {diff:.3g} exceeds "
-                f"{rtol:g} x max |reference| = {rtol * scale:.3g}")
-        worst = max(worst, diff)
-    return worst
-
-
-def compare_models(fused_model, reference_model, x, y, rtol=1e-4):
-    """One training step's forward and backward (no update) of both models from
-    the same weights and inputs. Raises AssertionError if the spikes differ or
-    a gradient differs beyond float rounding; returns
-    {"spikes_equal", "max_abs_diff", "loss_diff", "spike_rate"}."""
-    fused = loss_and_gradients(fused_model)(x, y)
-    reference = loss_and_gradients(reference_model)(x, y)
-    (fs, fl, fg), (rs, rl, rg) = fused, reference
-    worst = assert_same_result(fs, rs, [g.numpy() for g in fg], [g.numpy() for g in rg], rtol)
-    loss_diff = abs(float(fl) - float(rl))
-    return {
-        "spikes_equal": True,
-        "max_abs_diff": max(worst, loss_diff),
-        "loss_diff": loss_diff,
-        "spike_rate": float(np.mean(rs.numpy())),
-    }
+    return _bench.build_models(shape, implementations, seed, builders={
+        "seed": _seed_notebook_model, "no-scan": _no_scan_model})
 
 
 # ----------------------------------------------------------------- timing --
-
-def warm_up(fn, args=(), n=2):
-    """Calls fn(*args) n times (tracing, kernel creation, allocator warm-up)."""
-    result = None
-    for _ in range(max(1, n)):
-        result = fn(*args)
-    return result
-
 
 def time_calls(fn, args=(), repeats=5, warmup=2):
     """Seconds per call of fn(*args), `repeats` calls after `warmup` calls.
@@ -600,113 +365,7 @@ def time_calls(fn, args=(), repeats=5, warmup=2):
     return times
 
 
-def _interleaved_times(calls, repeats, warmup, progress, label):
-    """Median seconds of each of `calls` ({name: (fn, args)}), measured
-    round-robin so that they share the same conditions."""
-    for name, (fn, args) in calls.items():
-        progress(f"{label}: warm-up {name}")
-        warm_up(fn, args, warmup)
-    times = {name: [] for name in calls}
-    for r in range(repeats):
-        for name, (fn, args) in calls.items():
-            progress(f"{label}: {name} {r + 1}/{repeats}")
-            start = time.perf_counter()
-            fn(*args)
-            times[name].append(time.perf_counter() - start)
-    return times
 
-
-def model_step_table(shape_names=("seed",), repeats=5, warmup=2, progress=None,
-                     implementations=IMPLEMENTATIONS, floor=True):
-    """Times one training step (forward + backward + Adam) of the seed's 2-layer
-    SNN for each implementation, and the GEMM floor, at each shape.
-
-    shape_names: names in SHAPES (or Shape objects).
-    progress: callable taking a str, called as each measurement runs.
-
-    Returns one dict per (shape, implementation) with keys:
-      shape, batch, time, inputs, hidden, outputs, implementation,
-      step_ms (median), min_ms, repeats,
-      speedup_vs_reference (reference median / this median),
-      vs_gemm_floor (this median / GEMM floor median; None without the floor),
-      spikes_equal, max_abs_diff (of this implementation's spikes, loss and
-      gradients vs the reference, from the same weights; 0 for the
-      reference, None for the floor).
-    Raises AssertionError when the fused result differs from the reference.
-    """
-    progress = progress or (lambda message: None)
-    implementations = tuple(implementations)
-    rows = []
-    for shape in (get_shape(s) for s in shape_names):
-        label = shape.name
-        progress(f"{label}: building models {', '.join(implementations)}")
-        models = build_models(shape, implementations)
-        x, y = model_inputs(shape)
-        checks = {}
-        for implementation in implementations:
-            if implementation == "reference":
-                checks[implementation] = {"spikes_equal": True, "max_abs_diff": 0.0}
-            elif implementation == "no-scan":  # not a spiking model: nothing to compare
-                checks[implementation] = {"spikes_equal": None, "max_abs_diff": None}
-            elif "reference" in models:
-                progress(f"{label}: checking {implementation} against the reference")
-                checks[implementation] = compare_models(models[implementation],
-                                                        models["reference"], x, y)
-            else:
-                checks[implementation] = {"spikes_equal": None, "max_abs_diff": None}
-        calls = {impl: (training_step(models[impl]), (x, y)) for impl in implementations}
-        if floor:
-            calls["gemm-floor"] = (gemm_floor_step(), gemm_floor_inputs(shape))
-        times = _interleaved_times(calls, repeats, warmup, progress, label)
-        medians = {name: statistics.median(t) for name, t in times.items()}
-        for name, t in times.items():
-            check = checks.get(name, {"spikes_equal": None, "max_abs_diff": None})
-            rows.append({
-                "shape": shape.name, "batch": shape.batch, "time": shape.time,
-                "inputs": shape.inputs, "hidden": shape.hidden, "outputs": shape.outputs,
-                "implementation": name,
-                "step_ms": 1e3 * medians[name],
-                "min_ms": 1e3 * min(t),
-                "repeats": len(t),
-                "speedup_vs_reference": (medians["reference"] / medians[name]
-                                         if "reference" in medians else None),
-                "vs_gemm_floor": (medians[name] / medians["gemm-floor"]
-                                  if "gemm-floor" in medians else None),
-                "spikes_equal": check["spikes_equal"],
-                "max_abs_diff": check["max_abs_diff"],
-            })
-    return rows
-
-
-def _fmt(value, spec):
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    return format(value, spec)
-
-
-def format_table(rows):
-    """A plain-text table of `model_step_table` rows."""
-    header = ("shape", "B", "T", "in", "hidden", "out", "implementation", "step ms",
-              "vs reference", "vs GEMM floor", "spikes equal", "max |diff|")
-    lines = [header]
-    for r in rows:
-        lines.append((
-            r["shape"], str(r["batch"]), str(r["time"]), str(r["inputs"]), str(r["hidden"]),
-            str(r["outputs"]), r["implementation"], _fmt(r["step_ms"], ".2f"),
-            _fmt(r["speedup_vs_reference"], ".2f") + ("x" if r["speedup_vs_reference"] else ""),
-            _fmt(r["vs_gemm_floor"], ".2f") + ("x" if r["vs_gemm_floor"] else ""),
-            _fmt(r["spikes_equal"], ""), _fmt(r["max_abs_diff"], ".2g"),
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for k, line in enumerate(lines):
-        out.append("  ".join(cell.rjust(w) if k and i >= 7 else cell.ljust(w)
-                             for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
-        if k == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 # ------------------------------------------------------- notebook model.fit --
@@ -725,9 +384,10 @@ def notebook_fit(implementation, samples=1000, time_steps=20, seed=0, weights=No
     """
     import keras
 
-    from .encoding import rate_encode
-    from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
-    from .models import create_snn_model
+    from fused_lif.encoding import rate_encode
+    from fused_lif.experiment import EpochTimer
+    from fused_lif.losses import spike_categorical_accuracy, spike_categorical_crossentropy
+    from fused_lif.models import create_snn_model
 
     rng = np.random.default_rng(seed)
     # MNIST-like intensities: ~19% of the pixels lit, mean ~0.14.
@@ -743,17 +403,6 @@ def notebook_fit(implementation, samples=1000, time_steps=20, seed=0, weights=No
         model.set_weights(weights)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001),
                   loss=spike_categorical_crossentropy, metrics=[spike_categorical_accuracy])
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
 
     def fit(epochs=1):
         timer = EpochTimer()
@@ -792,7 +441,7 @@ def _memory_probe(implementation, batch, time_steps, inputs, units, seed=0):
     import keras
     import tensorflow as tf
 
-    from .layer import LIFLayer
+    from fused_lif.layer import LIFLayer
 
     rng = np.random.default_rng(seed)
     x = tf.constant((rng.random((batch, time_steps, inputs), dtype=np.float32) < 0.2)
@@ -853,16 +502,18 @@ def layer_step_peak_memory(implementation, shape=MEMORY_SHAPE, seed=0, threads=N
     batch, time_steps, inputs, units = (int(v) for v in shape)
     spec = json.dumps([implementation, batch, time_steps, inputs, units, seed, threads])
     code = ("import json, sys\n"
-            "from fused_lif import benchmarking as b\n"
+            "import harness as b\n"
             "impl, B, T, I, U, seed, threads = json.loads(sys.argv[1])\n"
             "b.set_threads(threads)\n"
             "print('FUSED_LIF_MEMORY ' + json.dumps(b._memory_probe(impl, B, T, I, U, seed)))\n")
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Make the child import the same fused_lif as this process.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Make the child import this harness and the same fused_lif as this process.
+    import fused_lif
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fused_lif.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
-        [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        [HERE, package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     proc = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True,
                           env=env, timeout=timeout)
     for line in proc.stdout.splitlines():
@@ -883,7 +534,7 @@ def _by_info(benchmarks, **match):
     return out
 
 
-def _median(benchmarks, **match):
+def _median_seconds(benchmarks, **match):
     found = _by_info(benchmarks, **match)
     return found[0]["stats"]["median"] if found else None
 
@@ -896,7 +547,7 @@ def _verdict(value, target, higher_is_better):
 
 
 def ratio_table(data):
-    """Issue 8's targets from a pytest-benchmark JSON (a dict, as loaded).
+    """The TARGETS, checked on a pytest-benchmark JSON (a dict, as loaded).
 
     Returns (rows, markdown): rows are dicts with target, shape, measured,
     goal, verdict and detail; markdown is the table.
@@ -920,11 +571,11 @@ def ratio_table(data):
 
     # Training step: fused vs reference (seed target), fused vs GEMM floor.
     for shape in shapes:
-        ref = _median(benches, kind="model-step", shape=shape, implementation="reference")
-        fused = _median(benches, kind="model-step", shape=shape, implementation="fused")
-        floor = _median(benches, kind="gemm-floor", shape=shape)
-        floor_needed = _median(benches, kind="gemm-floor-needed", shape=shape)
-        no_scan = _median(benches, kind="model-step", shape=shape, implementation="no-scan")
+        ref = _median_seconds(benches, kind="model-step", shape=shape, implementation="reference")
+        fused = _median_seconds(benches, kind="model-step", shape=shape, implementation="fused")
+        floor = _median_seconds(benches, kind="gemm-floor", shape=shape)
+        floor_needed = _median_seconds(benches, kind="gemm-floor-needed", shape=shape)
+        no_scan = _median_seconds(benches, kind="model-step", shape=shape, implementation="no-scan")
         if ref and fused:
             target = shape == "seed"
             detail = f"reference {1e3 * ref:.2f} ms, fused {1e3 * fused:.2f} ms"
@@ -964,17 +615,17 @@ def ratio_table(data):
     # Op level, informational: fused vs reference speedups.
     for shape in shapes:
         for kind in ("op-forward", "op-forward-backward"):
-            ref = _median(benches, kind=kind, shape=shape, implementation="reference")
-            fused = _median(benches, kind=kind, shape=shape, implementation="fused")
+            ref = _median_seconds(benches, kind=kind, shape=shape, implementation="reference")
+            fused = _median_seconds(benches, kind=kind, shape=shape, implementation="fused")
             if ref and fused:
                 add(f"{kind}: reference / fused (info)", shape, ref / fused, 0, True,
                     f"reference {1e3 * ref:.2f} ms, fused {1e3 * fused:.2f} ms")
                 rows[-1]["goal"], rows[-1]["verdict"] = "-", "-"
 
-    # Issue 7: the neuron options cost little.
+    # The neuron options cost little.
     for shape in shapes:
-        default = _median(benches, kind="op-options", shape=shape, config="default")
-        options = _median(benches, kind="op-options", shape=shape, config="options")
+        default = _median_seconds(benches, kind="op-options", shape=shape, config="default")
+        options = _median_seconds(benches, kind="op-options", shape=shape, config="options")
         if default and options:
             add("neuron options (atan + subtract + per-neuron tau, its gradient) / default",
                 shape, options / default, TARGETS["options_ratio"], False,

@@ -1,0 +1,201 @@
+"""The seed notebook's experiment, as `fused-lif train` runs it (the command
+parses and prints; this computes): MNIST rate-coded into spike trains, the
+784-128-10 LIF network trained with Adam, held-out test digits; each
+implementation from the same initial weights and batch order. `config` is the
+`train` command's options (an argparse.Namespace)."""
+
+import dataclasses
+import math
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import __version__
+from .data import load_mnist, preprocess
+from .encoding import rate_encode, rate_encode_tf
+from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
+from .models import create_snn_model
+
+__all__ = ["EpochTimer", "Data", "prepare_data", "initial_weights", "train_one",
+           "speedups", "summary"]
+
+EVAL_BATCH_SIZE = 256
+NUM_CLASSES = 10
+# The train command's options that summary.json records.
+CONFIG_KEYS = ("implementation", "compare", "samples", "validation_split", "test_samples",
+               "epochs", "batch_size", "time_steps", "max_rate", "hidden_units",
+               "learning_rate", "seed", "data")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch (its training steps and its validation pass)
+    and of each training step (forward, backward, Adam)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self.step_seconds = []  # one list per epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self.step_seconds.append([])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step_seconds[-1].append(time.perf_counter() - self._step_start)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def steady_steps(self):
+        """Step times without tracing: epochs 2+, or epoch 1 less its first step."""
+        if len(self.step_seconds) > 1:
+            return [t for epoch in self.step_seconds[1:] for t in epoch]
+        return self.step_seconds[0][1:] if self.step_seconds else []
+
+
+@dataclasses.dataclass
+class Data:
+    """The digits, preprocessed and rate-coded, as every implementation sees them."""
+
+    source: str
+    available_train: int    # training digits the source has
+    spikes: np.ndarray      # [train + validation, time, input_dim], rate-coded
+    labels: np.ndarray      # one-hot [train + validation, 10]
+    n_train: int            # the last n_validation digits are for validation
+    n_validation: int
+    n_test: int
+    test: object            # tf.data.Dataset of rate-coded test batches, or None
+    raw_test: tuple         # (x_test [n, 28, 28], y_test [n]) as loaded, for the raster
+    input_dim: int
+
+
+def _test_dataset(x, y, time_steps, max_rate, seed):
+    """Test digits rate-coded batch by batch in tf.data (the whole set is never
+    encoded at once); stateless seeds per batch give every model the same spikes."""
+
+    def encode(index, batch):
+        images, labels = batch
+        batch_seed = tf.stack([tf.constant(seed, tf.int64), index])
+        return rate_encode_tf(images, time_steps, max_rate, seed=batch_seed), labels
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH_SIZE).enumerate()
+    return ds.map(encode).prefetch(2)
+
+
+def prepare_data(config):
+    """Loads MNIST (`fused_lif.data.load_mnist`: raises DataUnavailableError
+    when no source works), preprocesses it as the seed does, and rate-codes
+    the training digits (seeded by config.seed)."""
+    mnist = load_mnist(config.data)
+    x_train, y_train = preprocess(mnist.x_train[:config.samples],
+                                  mnist.y_train[:config.samples])
+    n_test = len(mnist.x_test) if config.test_samples is None else min(config.test_samples,
+                                                                       len(mnist.x_test))
+    x_test, y_test = preprocess(mnist.x_test[:n_test], mnist.y_test[:n_test])
+    keras.utils.set_random_seed(config.seed)
+    spikes = rate_encode(x_train, config.time_steps, config.max_rate, seed=config.seed)
+    test = (_test_dataset(x_test, y_test, config.time_steps, config.max_rate, config.seed)
+            if n_test else None)
+    n_train = int(math.floor(len(x_train) * (1.0 - config.validation_split)))
+    return Data(mnist.source, len(mnist.x_train), spikes, y_train, n_train,
+                len(x_train) - n_train, n_test, test, (mnist.x_test, mnist.y_test),
+                x_train.shape[1])
+
+
+def build_model(implementation, config, input_dim):
+    return create_snn_model(input_dim, config.hidden_units, NUM_CLASSES, config.time_steps,
+                            implementation=implementation)
+
+
+def initial_weights(config, input_dim):
+    """One set of initial weights for every implementation."""
+    return build_model("reference", config, input_dim).get_weights()
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def _median_or_none(values):
+    return statistics.median(values) if values else None
+
+
+def train_one(implementation, weights, data, config):
+    """Trains one implementation from `weights`, evaluates it on the test
+    digits; returns (model, result dict: history, times, accuracies)."""
+    model = build_model(implementation, config, data.input_dim)
+    model.set_weights(weights)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                  loss=spike_categorical_crossentropy, metrics=[spike_categorical_accuracy])
+    timer = EpochTimer()
+    keras.utils.set_random_seed(config.seed)  # the same batch order for every implementation
+    history = model.fit(data.spikes, data.labels, batch_size=config.batch_size,
+                        epochs=config.epochs, validation_split=config.validation_split,
+                        verbose=config.verbose, callbacks=[timer])
+    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    steady_step = _median_or_none(timer.steady_steps())
+    result = {
+        "history": history,
+        "epoch_seconds": timer.seconds,
+        "first_epoch_seconds": timer.seconds[0],
+        # Epoch 1 includes tracing the train and validation functions.
+        "mean_epoch_seconds_after_first": _mean(timer.seconds[1:]),
+        "median_epoch_seconds_after_first": _median_or_none(timer.seconds[1:]),
+        # Median training step (forward, backward, Adam; no validation), without
+        # tracing: over epochs 2+, or over epoch 1 less its first step.
+        "median_step_ms": None if steady_step is None else 1e3 * steady_step,
+        "train_accuracy": history["spike_categorical_accuracy"][-1],
+        "validation_accuracy": history.get("val_spike_categorical_accuracy", [None])[-1],
+        "validation_loss": history.get("val_loss", [None])[-1],
+        "test_accuracy": None,
+        "test_loss": None,
+        "test_seconds": None,
+    }
+    if data.test is not None:
+        start = time.perf_counter()
+        scores = model.evaluate(data.test, verbose=0, return_dict=True)
+        result["test_seconds"] = time.perf_counter() - start
+        result["test_accuracy"] = float(scores["spike_categorical_accuracy"])
+        result["test_loss"] = float(scores["loss"])
+    return model, result
+
+
+def speedups(results, epochs):
+    """Reference / fused: the median training step, and the epoch time (epochs
+    2+, or the first epoch when there is only one)."""
+    fused, ref = results["fused"], results["reference"]
+    epoch_key = "median_epoch_seconds_after_first" if epochs > 1 else "first_epoch_seconds"
+    return {
+        "training_step": (ref["median_step_ms"] / fused["median_step_ms"]
+                          if fused["median_step_ms"] and ref["median_step_ms"] else None),
+        "epoch": ref[epoch_key] / fused[epoch_key],
+    }
+
+
+def summary(config, argv, data, results, speedup, files, wall_seconds):
+    """What summary.json holds: configuration, data, results, speedups, versions."""
+    return {
+        "argv": argv,
+        "config": {k: getattr(config, k) for k in CONFIG_KEYS},
+        "data": {"source": data.source, "train_digits": data.n_train,
+                 "validation_digits": data.n_validation, "test_digits": data.n_test},
+        "results": results,
+        "speedup": speedup,
+        "speedup_basis": None if speedup is None else {
+            "training_step": "reference / fused median_step_ms (no tracing, no validation)",
+            "epoch": ("reference / fused median epoch time, epochs 2+" if config.epochs > 1
+                      else "reference / fused first epoch time, incl. tracing"),
+        },
+        "epoch_time_includes": "training steps and the validation pass",
+        "versions": {"fused_lif": __version__, "tensorflow": tf.__version__,
+                     "keras": keras.__version__, "numpy": np.__version__},
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "files": files,
+        "wall_seconds": wall_seconds,  # from the start of the command, after importing TensorFlow
+    }
