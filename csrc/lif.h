@@ -15,7 +15,9 @@
 //          zero:     v = u · (1 - s)
 //          subtract: v = u - s · θ
 //          none:     v = u
-// The kernels save u[t] ("membrane"); s[t] and v[t] are recomputed from it.
+// The kernels save u[t] ("pre_reset_membrane", not the membrane v[t] that
+// "final_membrane" and "initial_membrane" are); s[t] and v[t] are recomputed
+// from it.
 //
 // Backward: the spike's derivative is replaced by a surrogate
 //   ∂s/∂u = σ'(u - θ) = -∂s/∂θ, where, with x = u - θ,

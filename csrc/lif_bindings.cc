@@ -1,16 +1,29 @@
 // fused_lif.kernels: the fused LIF kernels on float32 numpy arrays, without
 // TensorFlow, so that any machine with a compiler (and a GPU, for
-// device="cuda") can check them against numpy. Same loops, same math header.
+// device="cuda") can check them against numpy. Same loops, same math header,
+// and the op's inputs and outputs under the op's names:
+//
+//   lif_forward(currents, decay, threshold, *, bias, initial_membrane, reset, device)
+//     -> LifForwardResult(spikes, pre_reset_membrane, final_membrane)
+//   lif_backward(grad_spikes, pre_reset_membrane, decay, threshold, *,
+//                grad_final_membrane, initial_membrane, bias, alpha, surrogate,
+//                reset, detach_reset, param_grads, device)
+//     -> LifBackwardResult(grad_currents, grad_bias, grad_decay, grad_threshold,
+//                          grad_initial_membrane)
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cmath>
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "lif_cpu.h"
 #include "lif_kernels.h"
+#include "lif_options.h"
+#if FUSED_LIF_WITH_CUDA
+#include "lif_cuda_host.h"
+#endif
 
 namespace py = pybind11;
 using fused_lif::Reset;
@@ -18,6 +31,9 @@ using fused_lif::Surrogate;
 using Array = py::array_t<float, py::array::c_style>;
 
 namespace {
+
+// The result types (collections.namedtuple), made when the module loads.
+py::handle forward_result_type, backward_result_type;
 
 // float32 arrays only: a silent float64 -> float32 cast would hide bugs.
 Array as_float32(const py::handle& obj, const char* name) {
@@ -32,15 +48,38 @@ Array as_float32(const py::handle& obj, const char* name) {
   return Array::ensure(arr);  // C-contiguous (copies strided views)
 }
 
+std::string shape_string(const Array& a) {
+  std::string out = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) out += (d ? ", " : "") + std::to_string(a.shape(d));
+  return out + (a.ndim() == 1 ? ",)" : ")");
+}
+
 void check_rank3(const Array& a, const char* name) {
   if (a.ndim() != 3) {
-    throw py::value_error(std::string(name) + " must have rank 3 [batch, time, neurons], got rank " +
-                          std::to_string(a.ndim()));
+    throw py::value_error(std::string(name) + " must have rank 3 [batch, time, neurons], got shape " +
+                          shape_string(a));
   }
 }
 
-// A per-neuron parameter given as a Python number (one value for all neurons)
-// or a float32 array [neurons]. Stored as float32 in `values`.
+// A [batch, neurons] state (initial_membrane, grad_final_membrane): zeros if None.
+Array to_state(const py::handle& obj, const char* name, int64_t batch, int64_t neurons) {
+  if (obj.is_none()) {
+    Array a({batch, neurons});
+    std::fill(a.mutable_data(), a.mutable_data() + a.size(), 0.0f);
+    return a;
+  }
+  Array a = as_float32(obj, name);
+  if (a.ndim() != 2 || a.shape(0) != batch || a.shape(1) != neurons) {
+    throw py::value_error(std::string(name) + " must have shape [batch, neurons] = [" +
+                          std::to_string(batch) + ", " + std::to_string(neurons) + "], got shape " +
+                          shape_string(a));
+  }
+  return a;
+}
+
+// A per-neuron parameter (bias, decay, threshold): a Python number (one value
+// for all neurons, rounded to float32 as TensorFlow converts it), or a
+// float32 array, [] or [neurons].
 struct Param {
   std::vector<float> values;
   int64_t stride = 0;
@@ -48,7 +87,8 @@ struct Param {
 
 Param to_param(const py::handle& obj, const char* name, int64_t neurons) {
   Param p;
-  if (py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) {
+  if ((py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) &&
+      !py::isinstance<py::bool_>(obj)) {
     p.values.push_back(static_cast<float>(obj.cast<double>()));
     return p;
   }
@@ -59,51 +99,33 @@ Param to_param(const py::handle& obj, const char* name, int64_t neurons) {
   }
   if (a.ndim() != 1 || a.shape(0) != neurons) {
     throw py::value_error(std::string(name) + " must be a number or a float32 array [neurons] = [" +
-                          std::to_string(neurons) + "]");
+                          std::to_string(neurons) + "], got shape " + shape_string(a));
   }
   p.values.assign(a.data(), a.data() + neurons);
   p.stride = 1;
   return p;
 }
 
-// decay = 1 - 1/tau: in double for a Python number (as Python computes the
-// seed's `1.0 - 1.0/tau`), in float32 for an array (as TensorFlow does).
-Param to_decay(const py::handle& tau, int64_t neurons) {
-  const bool number = py::isinstance<py::float_>(tau) || py::isinstance<py::int_>(tau);
-  Param p = to_param(tau, "tau", neurons);
-  const double scalar_tau = number ? tau.cast<double>() : 0.0;
-  for (float& v : p.values) {
-    const double t = number ? scalar_tau : v;
-    if (!(std::isfinite(t) && t > 0.0)) {
-      throw py::value_error("tau must be positive and finite, got " + std::to_string(t));
-    }
-    v = number ? static_cast<float>(1.0 - 1.0 / t) : 1.0f - 1.0f / v;
+// decay and threshold, with the op's value checks.
+std::pair<Param, Param> to_decay_threshold(const py::handle& decay, const py::handle& threshold,
+                                           int64_t neurons) {
+  Param d = to_param(decay, "decay (1 - 1/tau)", neurons);
+  Param th = to_param(threshold, "threshold", neurons);
+  const std::string error = fused_lif::check_param_values(
+      d.values.data(), static_cast<int64_t>(d.values.size()), th.values.data(),
+      static_cast<int64_t>(th.values.size()));
+  if (!error.empty()) throw py::value_error(error);
+  return {std::move(d), std::move(th)};
+}
+
+template <typename E, size_t K>
+E to_option(const std::string& name, const char* option,
+            const fused_lif::OptionName<E> (&table)[K]) {
+  E value{};
+  if (!fused_lif::parse_option(name, table, &value)) {
+    throw py::value_error(fused_lif::unknown_option(option, name, table));
   }
-  return p;
-}
-
-Param to_threshold(const py::handle& threshold, int64_t neurons) {
-  Param p = to_param(threshold, "threshold", neurons);
-  for (float v : p.values) {
-    if (std::isnan(v)) throw py::value_error("threshold must not be NaN");
-  }
-  return p;
-}
-
-Reset to_reset(const std::string& name) {
-  if (name == "zero") return Reset::kZero;
-  if (name == "subtract") return Reset::kSubtract;
-  if (name == "none") return Reset::kNone;
-  throw py::value_error("reset must be 'zero', 'subtract' or 'none', got '" + name + "'");
-}
-
-Surrogate to_surrogate(const std::string& name) {
-  if (name == "fast_sigmoid") return Surrogate::kFastSigmoid;
-  if (name == "atan") return Surrogate::kAtan;
-  if (name == "sigmoid") return Surrogate::kSigmoid;
-  if (name == "triangle") return Surrogate::kTriangle;
-  throw py::value_error("surrogate must be 'fast_sigmoid', 'atan', 'sigmoid' or 'triangle', got '" +
-                        name + "'");
+  return value;
 }
 
 bool on_cuda(const std::string& device) {
@@ -121,37 +143,41 @@ void check_cuda(int err) {
   if (err != 0) throw std::runtime_error(std::string("CUDA error: ") + fused_lif::lif_cuda_error_string(err));
 }
 
-Array zeros(std::vector<py::ssize_t> shape) {
-  Array a(shape);
-  std::fill(a.mutable_data(), a.mutable_data() + a.size(), 0.0f);
-  return a;
+// A parameter's gradient: shaped like the parameter ([] or [neurons]).
+Array like_param(const std::vector<float>& values, int64_t stride) {
+  Array out(stride ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(values.size())}
+                   : std::vector<py::ssize_t>{});
+  std::copy(values.begin(), values.end(), out.mutable_data());
+  return out;
 }
 
-py::tuple lif_forward(const py::handle& currents_obj, const py::handle& tau,
-                      const py::handle& threshold, const std::string& device,
-                      const std::string& reset) {
+py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_obj,
+                       const py::handle& threshold_obj, const py::handle& bias_obj,
+                       const py::handle& initial_obj, const std::string& reset,
+                       const std::string& device) {
   Array currents = as_float32(currents_obj, "currents");
   check_rank3(currents, "currents");
   fused_lif::LifForwardArgs a;
   a.batch = currents.shape(0);
   a.time = currents.shape(1);
   a.neurons = currents.shape(2);
-  const Param decay = to_decay(tau, a.neurons);
-  const Param th = to_threshold(threshold, a.neurons);
-  const float bias = 0.0f;
-  Array initial = zeros({a.batch, a.neurons}), final_membrane({a.batch, a.neurons});
-  Array spikes({a.batch, a.time, a.neurons}), membrane({a.batch, a.time, a.neurons});
-  a.reset = to_reset(reset);
+  const auto [decay, threshold] = to_decay_threshold(decay_obj, threshold_obj, a.neurons);
+  const Param bias = to_param(bias_obj, "bias", a.neurons);
+  const Array initial = to_state(initial_obj, "initial_membrane", a.batch, a.neurons);
+  a.reset = to_option(reset, "reset", fused_lif::kResetNames);
   const bool cuda = on_cuda(device);
+  Array spikes({a.batch, a.time, a.neurons}), pre_reset({a.batch, a.time, a.neurons});
+  Array final_membrane({a.batch, a.neurons});
   a.currents = currents.data();
-  a.bias = &bias;
+  a.bias = bias.values.data();
+  a.bias_stride = bias.stride;
   a.decay = decay.values.data();
   a.decay_stride = decay.stride;
-  a.threshold = th.values.data();
-  a.threshold_stride = th.stride;
+  a.threshold = threshold.values.data();
+  a.threshold_stride = threshold.stride;
   a.initial_membrane = initial.data();
   a.spikes = spikes.mutable_data();
-  a.membrane = membrane.mutable_data();
+  a.pre_reset_membrane = pre_reset.mutable_data();
   a.final_membrane = final_membrane.mutable_data();
   if (a.batch * a.neurons > 0) {
     py::gil_scoped_release release;
@@ -163,53 +189,54 @@ py::tuple lif_forward(const py::handle& currents_obj, const py::handle& tau,
       fused_lif::lif_forward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
     }
   }
-  return py::make_tuple(spikes, membrane);
+  return forward_result_type(spikes, pre_reset, final_membrane);
 }
 
-py::object lif_backward(const py::handle& grad_obj, const py::handle& membrane_obj, const py::handle& tau,
-                   const py::handle& threshold, double alpha, const std::string& device,
-                   const std::string& surrogate, const std::string& reset, bool detach_reset,
-                   bool all_grads) {
+py::object lif_backward(const py::handle& grad_obj, const py::handle& pre_reset_obj,
+                        const py::handle& decay_obj, const py::handle& threshold_obj,
+                        const py::handle& grad_final_obj, const py::handle& initial_obj,
+                        const py::handle& bias_obj, double alpha, const std::string& surrogate,
+                        const std::string& reset, bool detach_reset, bool param_grads,
+                        const std::string& device) {
   Array grad_spikes = as_float32(grad_obj, "grad_spikes");
-  Array membrane = as_float32(membrane_obj, "membrane");
-  check_rank3(membrane, "membrane");
-  check_rank3(grad_spikes, "grad_spikes");
-  for (int d = 0; d < 3; ++d) {
-    if (grad_spikes.shape(d) != membrane.shape(d)) {
-      throw py::value_error("grad_spikes and membrane must have the same shape");
-    }
+  Array pre_reset = as_float32(pre_reset_obj, "pre_reset_membrane");
+  check_rank3(pre_reset, "pre_reset_membrane");
+  if (grad_spikes.ndim() != 3 || !std::equal(pre_reset.shape(), pre_reset.shape() + 3, grad_spikes.shape())) {
+    throw py::value_error("grad_spikes must have the shape of pre_reset_membrane " +
+                          shape_string(pre_reset) + ", got " + shape_string(grad_spikes));
   }
-  if (!(std::isfinite(alpha) && alpha >= 0.0)) {
-    throw py::value_error("alpha must be finite and >= 0, got " + std::to_string(alpha));
-  }
+  const std::string alpha_error = fused_lif::check_alpha(alpha);
+  if (!alpha_error.empty()) throw py::value_error(alpha_error);
   fused_lif::LifBackwardArgs a;
-  a.batch = membrane.shape(0);
-  a.time = membrane.shape(1);
-  a.neurons = membrane.shape(2);
-  const Param decay = to_decay(tau, a.neurons);
-  const Param th = to_threshold(threshold, a.neurons);
-  a.surrogate = to_surrogate(surrogate);
-  a.reset = to_reset(reset);
+  a.batch = pre_reset.shape(0);
+  a.time = pre_reset.shape(1);
+  a.neurons = pre_reset.shape(2);
+  const auto [decay, threshold] = to_decay_threshold(decay_obj, threshold_obj, a.neurons);
+  const Param bias = to_param(bias_obj, "bias", a.neurons);
+  const Array grad_final = to_state(grad_final_obj, "grad_final_membrane", a.batch, a.neurons);
+  const Array initial = to_state(initial_obj, "initial_membrane", a.batch, a.neurons);
+  a.surrogate = to_option(surrogate, "surrogate", fused_lif::kSurrogateNames);
+  a.reset = to_option(reset, "reset", fused_lif::kResetNames);
   const bool cuda = on_cuda(device);
-  Array initial = zeros({a.batch, a.neurons}), grad_final = zeros({a.batch, a.neurons});
   Array grad_initial({a.batch, a.neurons}), grad_currents({a.batch, a.time, a.neurons});
   std::vector<float> scratch(fused_lif::kScratchRows * a.batch * a.neurons);
-  float grad_bias = 0.0f;
-  std::vector<float> grad_decay(decay.values.size()), grad_threshold(th.values.size());
+  std::vector<float> grad_bias(bias.values.size()), grad_decay(decay.values.size()),
+      grad_threshold(threshold.values.size());
   a.grad_spikes = grad_spikes.data();
   a.grad_final_membrane = grad_final.data();
-  a.membrane = membrane.data();
+  a.pre_reset_membrane = pre_reset.data();
   a.initial_membrane = initial.data();
   a.decay = decay.values.data();
   a.decay_stride = decay.stride;
-  a.threshold = th.values.data();
-  a.threshold_stride = th.stride;
+  a.threshold = threshold.values.data();
+  a.threshold_stride = threshold.stride;
+  a.bias_stride = bias.stride;
   a.alpha = static_cast<float>(alpha);
   a.detach_reset = detach_reset;
-  a.param_grads = all_grads;
+  a.param_grads = param_grads;
   a.grad_currents = grad_currents.mutable_data();
   a.grad_initial_membrane = grad_initial.mutable_data();
-  a.grad_bias = &grad_bias;
+  a.grad_bias = grad_bias.data();
   a.grad_decay = grad_decay.data();
   a.grad_threshold = grad_threshold.data();
   a.scratch = scratch.data();
@@ -224,39 +251,44 @@ py::object lif_backward(const py::handle& grad_obj, const py::handle& membrane_o
       fused_lif::lif_backward_reduce_cpu<float>(a);
     }
   }
-  if (!all_grads) return std::move(grad_currents);
-  // d/d(decay) and d/d(threshold) ([] or [neurons], like tau and threshold),
-  // d/d(bias) of a scalar bias, and d/d(initial membrane) [batch, neurons].
-  auto vector = [](const std::vector<float>& v, bool per_neuron) {
-    Array out(per_neuron ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(v.size())}
-                         : std::vector<py::ssize_t>{});
-    std::copy(v.begin(), v.end(), out.mutable_data());
-    return out;
-  };
-  py::dict out;
-  out["grad_currents"] = grad_currents;
-  out["grad_decay"] = vector(grad_decay, decay.stride != 0);
-  out["grad_threshold"] = vector(grad_threshold, th.stride != 0);
-  out["grad_bias"] = grad_bias;
-  out["grad_initial_membrane"] = grad_initial;
-  return std::move(out);
+  return backward_result_type(grad_currents, like_param(grad_bias, bias.stride),
+                              like_param(grad_decay, decay.stride),
+                              like_param(grad_threshold, threshold.stride), grad_initial);
 }
 
 }  // namespace
 
 PYBIND11_MODULE(kernels, m) {
   m.doc() = "The fused LIF kernels on float32 numpy arrays, without TensorFlow.";
-  m.def("lif_forward", &lif_forward, py::arg("currents"), py::arg("tau"), py::arg("threshold"),
-        py::arg("device") = "cpu", py::kw_only(), py::arg("reset") = "zero",
-        "LIF forward scan from a zero membrane: currents [batch, time, neurons] -> "
-        "(spikes, membrane), membrane being the pre-reset potential u[t].");
-  m.def("lif_backward", &lif_backward, py::arg("grad_spikes"), py::arg("membrane"), py::arg("tau"),
-        py::arg("threshold"), py::arg("alpha") = 10.0, py::arg("device") = "cpu", py::kw_only(),
-        py::arg("surrogate") = "fast_sigmoid", py::arg("reset") = "zero",
-        py::arg("detach_reset") = false, py::arg("all_grads") = false,
-        "Surrogate-gradient backward through time: dL/dspikes and membrane -> dL/dcurrents; "
-        "with all_grads=True a dict that also has grad_decay, grad_threshold (shaped like "
-        "tau and threshold), grad_bias and grad_initial_membrane.");
+  auto namedtuple = py::module_::import("collections").attr("namedtuple");
+  m.attr("LifForwardResult") =
+      namedtuple("LifForwardResult", py::make_tuple("spikes", "pre_reset_membrane", "final_membrane"),
+                 py::arg("module") = m.attr("__name__"));
+  m.attr("LifBackwardResult") = namedtuple(
+      "LifBackwardResult",
+      py::make_tuple("grad_currents", "grad_bias", "grad_decay", "grad_threshold",
+                     "grad_initial_membrane"),
+      py::arg("module") = m.attr("__name__"));
+  forward_result_type = m.attr("LifForwardResult");
+  backward_result_type = m.attr("LifBackwardResult");
+
+  m.def("lif_forward", &lif_forward, py::arg("currents"), py::arg("decay"), py::arg("threshold"),
+        py::kw_only(), py::arg("bias") = 0.0, py::arg("initial_membrane") = py::none(),
+        py::arg("reset") = "zero", py::arg("device") = "cpu",
+        "The op FusedLif>LifForward: currents [batch, time, neurons], decay (1 - 1/tau), "
+        "threshold and bias (numbers or float32 [neurons]), initial_membrane [batch, neurons] "
+        "(zeros if None) -> LifForwardResult(spikes, pre_reset_membrane u[t], final_membrane "
+        "v[T-1]).");
+  m.def("lif_backward", &lif_backward, py::arg("grad_spikes"), py::arg("pre_reset_membrane"),
+        py::arg("decay"), py::arg("threshold"), py::kw_only(),
+        py::arg("grad_final_membrane") = py::none(), py::arg("initial_membrane") = py::none(),
+        py::arg("bias") = 0.0, py::arg("alpha") = 10.0, py::arg("surrogate") = "fast_sigmoid",
+        py::arg("reset") = "zero", py::arg("detach_reset") = false,
+        py::arg("param_grads") = true, py::arg("device") = "cpu",
+        "The op FusedLif>LifBackward: the surrogate-gradient backward through time -> "
+        "LifBackwardResult(grad_currents, grad_bias, grad_decay, grad_threshold, "
+        "grad_initial_membrane), each parameter's gradient shaped like the parameter "
+        "(bias: only its shape is used). param_grads=False: grad_decay and grad_threshold are 0.");
   m.def("cuda_benchmark", [](int64_t batch, int64_t time, int64_t neurons, int repeats) {
     if (batch <= 0 || time <= 0 || neurons <= 0 || repeats <= 0) {
       throw py::value_error("cuda_benchmark: batch, time, neurons and repeats must be positive");

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "lif.h"
+#include "lif_dispatch.h"
 #include "lif_kernels.h"
 
 namespace fused_lif {
@@ -96,7 +97,7 @@ FUSED_LIF_CPU_DISPATCH void forward_tiles(const LifForwardArgs& a, int64_t begin
       for (int64_t i = 0; i < tile.len; ++i) {
         const float u = lif_charge(decay[i], v[i], lif_current(currents[row + i], bias[i]));
         const float s = lif_spike(u, threshold[i]);
-        a.membrane[row + i] = u;
+        a.pre_reset_membrane[row + i] = u;
         spikes[row + i] = static_cast<T>(s);
         v[i] = lif_reset<R>(u, s, threshold[i]);
       }
@@ -161,17 +162,17 @@ FUSED_LIF_INLINE void backward_tile(const LifBackwardArgs& a, const Tile& tile, 
     const int64_t row = (tile.b * a.time + t) * N + tile.n0;
     if (t > 0) {
       backward_row<T, S, R, ParamGrads, Detach>(
-          tile.len, a.membrane + row, RecomputedVPrev<R>{a.membrane + row - N, st.threshold},
+          tile.len, a.pre_reset_membrane + row, RecomputedVPrev<R>{a.pre_reset_membrane + row - N, st.threshold},
           grad_spikes + row, grad_currents + row, a.alpha, st);
     } else {
       backward_row<T, S, R, ParamGrads, Detach>(
-          tile.len, a.membrane + row, InitialVPrev{a.initial_membrane + tile.b * N + tile.n0},
+          tile.len, a.pre_reset_membrane + row, InitialVPrev{a.initial_membrane + tile.b * N + tile.n0},
           grad_spikes + row, grad_currents + row, a.alpha, st);
     }
   }
 }
 
-template <typename T, Surrogate S, Reset R, bool ParamGrads>
+template <typename T, Surrogate S, Reset R, bool ParamGrads, bool Detach>
 FUSED_LIF_CPU_DISPATCH void backward_tiles(const LifBackwardArgs& a, int64_t begin, int64_t end) {
   const int64_t N = a.neurons, BN = a.batch * a.neurons;
   BackwardTileState st;
@@ -184,11 +185,7 @@ FUSED_LIF_CPU_DISPATCH void backward_tiles(const LifBackwardArgs& a, int64_t beg
       st.g_membrane[i] = a.grad_final_membrane[state + i];
       st.g_decay[i] = st.g_threshold[i] = st.g_bias[i] = 0.0f;
     }
-    if (a.detach_reset) {
-      backward_tile<T, S, R, ParamGrads, true>(a, tile, st);
-    } else {
-      backward_tile<T, S, R, ParamGrads, false>(a, tile, st);
-    }
+    backward_tile<T, S, R, ParamGrads, Detach>(a, tile, st);
     for (int64_t i = 0; i < tile.len; ++i) {
       a.grad_initial_membrane[state + i] = st.g_membrane[i];
       a.scratch[state + i] = st.g_decay[i];
@@ -215,45 +212,21 @@ void reduce_scratch(const float* rows, int64_t batch, int64_t neurons, int64_t s
   }
 }
 
-template <typename T, Surrogate S, bool ParamGrads>
-void backward_tiles_for(const LifBackwardArgs& a, int64_t begin, int64_t end) {
-  switch (a.reset) {
-    case Reset::kZero: return backward_tiles<T, S, Reset::kZero, ParamGrads>(a, begin, end);
-    case Reset::kSubtract: return backward_tiles<T, S, Reset::kSubtract, ParamGrads>(a, begin, end);
-    case Reset::kNone: return backward_tiles<T, S, Reset::kNone, ParamGrads>(a, begin, end);
-  }
-}
-
-template <typename T, bool ParamGrads>
-void backward_tiles_for(const LifBackwardArgs& a, int64_t begin, int64_t end) {
-  switch (a.surrogate) {
-    case Surrogate::kFastSigmoid:
-      return backward_tiles_for<T, Surrogate::kFastSigmoid, ParamGrads>(a, begin, end);
-    case Surrogate::kAtan: return backward_tiles_for<T, Surrogate::kAtan, ParamGrads>(a, begin, end);
-    case Surrogate::kSigmoid:
-      return backward_tiles_for<T, Surrogate::kSigmoid, ParamGrads>(a, begin, end);
-    case Surrogate::kTriangle:
-      return backward_tiles_for<T, Surrogate::kTriangle, ParamGrads>(a, begin, end);
-  }
-}
-
 }  // namespace cpu_detail
 
 // Runs the forward scan on tiles [begin, end).
 template <typename T>
 void lif_forward_cpu(const LifForwardArgs& a, int64_t begin, int64_t end) {
-  switch (a.reset) {
-    case Reset::kZero: return cpu_detail::forward_tiles<T, Reset::kZero>(a, begin, end);
-    case Reset::kSubtract: return cpu_detail::forward_tiles<T, Reset::kSubtract>(a, begin, end);
-    case Reset::kNone: return cpu_detail::forward_tiles<T, Reset::kNone>(a, begin, end);
-  }
+  dispatch_forward(a, [&](auto reset) { cpu_detail::forward_tiles<T, reset.value>(a, begin, end); });
 }
 
 // Runs the backward scan on tiles [begin, end); fills a.scratch for them.
 template <typename T>
 void lif_backward_cpu(const LifBackwardArgs& a, int64_t begin, int64_t end) {
-  if (a.param_grads) return cpu_detail::backward_tiles_for<T, true>(a, begin, end);
-  return cpu_detail::backward_tiles_for<T, false>(a, begin, end);
+  dispatch_backward(a, [&](auto surrogate, auto reset, auto param_grads, auto detach_reset) {
+    cpu_detail::backward_tiles<T, surrogate.value, reset.value, param_grads.value,
+                               detach_reset.value>(a, begin, end);
+  });
 }
 
 // After every tile's backward: the parameter gradients from a.scratch.

@@ -1,7 +1,8 @@
 // Framework-free interface of the fused LIF kernels: argument structs with
 // raw pointers, and the CUDA launchers. The TensorFlow op (lif_ops.cc) and the
 // pybind11 bindings (lif_bindings.cc) both fill these structs; neither knows
-// the math (lif.h) nor the loops (lif_cpu.h, lif_cuda.cu).
+// the math nor the loops (lif_cpu.h, lif_cuda.cu). It includes lif.h only for
+// the option enums (Surrogate, Reset).
 #ifndef FUSED_LIF_LIF_KERNELS_H_
 #define FUSED_LIF_LIF_KERNELS_H_
 
@@ -29,7 +30,7 @@ struct LifForwardArgs {
   const float* initial_membrane = nullptr;  // [batch, neurons]
   Reset reset = Reset::kZero;
   void* spikes = nullptr;                 // [batch, time, neurons] out
-  float* membrane = nullptr;              // [batch, time, neurons] out: u[t]
+  float* pre_reset_membrane = nullptr;    // [batch, time, neurons] out: u[t]
   float* final_membrane = nullptr;        // [batch, neurons] out: v[T-1]
 };
 
@@ -37,7 +38,7 @@ struct LifBackwardArgs {
   int64_t batch = 0, time = 0, neurons = 0;
   const void* grad_spikes = nullptr;            // [batch, time, neurons]
   const float* grad_final_membrane = nullptr;   // [batch, neurons]
-  const float* membrane = nullptr;              // [batch, time, neurons]: u[t]
+  const float* pre_reset_membrane = nullptr;    // [batch, time, neurons]: u[t]
   const float* initial_membrane = nullptr;      // [batch, neurons]
   const float* decay = nullptr;                 // [neurons] or []
   int64_t decay_stride = 0;
@@ -66,20 +67,6 @@ constexpr int64_t kScratchRows = 3;  // decay, threshold, bias
 // this header needs no CUDA include; `stream` is a cudaStream_t.
 int lif_forward_cuda(const LifForwardArgs& args, DType dtype, void* stream);
 int lif_backward_cuda(const LifBackwardArgs& args, DType dtype, void* stream);
-// The same on float32 host pointers: copy in, launch, copy out (for the
-// framework-free bindings).
-int lif_forward_cuda_from_host(const LifForwardArgs& host_args);
-int lif_backward_cuda_from_host(const LifBackwardArgs& host_args);
-int lif_cuda_device_count();
-// Times the kernels on device-resident data (float32, reset "zero",
-// fast_sigmoid) and a device-to-device copy of as many bytes as the forward
-// kernel moves; milliseconds per call, averaged over `repeats`.
-struct LifCudaTimings {
-  float forward_ms = 0, backward_ms = 0, copy_ms = 0;
-  int64_t forward_bytes = 0, backward_bytes = 0, copy_bytes = 0;  // bytes read + written
-};
-int lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats,
-                       LifCudaTimings* timings);
 const char* lif_cuda_error_string(int error);
 
 }  // namespace fused_lif

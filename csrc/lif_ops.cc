@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "lif_cpu.h"
 #include "lif_kernels.h"
+#include "lif_options.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -72,8 +73,8 @@ Status SequenceShapes(InferenceContext* c, int sequence, int state, ShapeHandle*
 #define FUSED_LIF_ATTRS                                                            \
   Attr("T: {float, half, bfloat16}")                                               \
       .Attr("alpha: float = 10.0")                                                 \
-      .Attr("surrogate: {'fast_sigmoid', 'atan', 'sigmoid', 'triangle'} = 'fast_sigmoid'") \
-      .Attr("reset: {'zero', 'subtract', 'none'} = 'zero'")                         \
+      .Attr(attr_spec("surrogate", kSurrogateNames))                               \
+      .Attr(attr_spec("reset", kResetNames))                                       \
       .Attr("detach_reset: bool = false")                                          \
       .Attr("param_grads: bool = true")
 
@@ -84,7 +85,7 @@ REGISTER_OP("FusedLif>LifForward")
     .Input("threshold: float")         // [neurons] or []
     .Input("initial_membrane: float")  // [batch, neurons]: v[-1]
     .Output("spikes: T")               // [batch, time, neurons]: s[t]
-    .Output("membrane: float")         // [batch, time, neurons]: u[t], pre-reset
+    .Output("pre_reset_membrane: float")  // [batch, time, neurons]: u[t]
     .Output("final_membrane: float")   // [batch, neurons]: v[T-1]
     .FUSED_LIF_ATTRS
     .SetShapeFn([](InferenceContext* c) {
@@ -101,7 +102,7 @@ REGISTER_OP("FusedLif>LifForward")
 REGISTER_OP("FusedLif>LifBackward")
     .Input("grad_spikes: T")               // [batch, time, neurons]
     .Input("grad_final_membrane: float")   // [batch, neurons]
-    .Input("membrane: float")              // [batch, time, neurons]: u[t]
+    .Input("pre_reset_membrane: float")    // [batch, time, neurons]: u[t]
     .Input("initial_membrane: float")      // [batch, neurons]
     .Input("bias: T")                      // [neurons] or []: only its shape is used
     .Input("decay: float")                 // [neurons] or []
@@ -113,12 +114,12 @@ REGISTER_OP("FusedLif>LifBackward")
     .Output("grad_initial_membrane: float")  // [batch, neurons]
     .FUSED_LIF_ATTRS
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle seq, state, membrane;
+      ShapeHandle seq, state, pre_reset;
       TF_RETURN_IF_ERROR(SequenceShapes(c, 0, 1, &seq, &state));
-      TF_RETURN_IF_ERROR(c->Merge(seq, c->input(2), &membrane));
+      TF_RETURN_IF_ERROR(c->Merge(seq, c->input(2), &pre_reset));
       TF_RETURN_IF_ERROR(c->Merge(state, c->input(3), &state));
-      for (int param : {4, 5, 6}) TF_RETURN_IF_ERROR(ParamShape(c, param, c->Dim(membrane, 2)));
-      c->set_output(0, membrane);
+      for (int param : {4, 5, 6}) TF_RETURN_IF_ERROR(ParamShape(c, param, c->Dim(pre_reset, 2)));
+      c->set_output(0, pre_reset);
       c->set_output(1, c->input(4));
       c->set_output(2, c->input(5));
       c->set_output(3, c->input(6));
@@ -146,13 +147,12 @@ struct LifAttrs {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reset", &reset_name));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("detach_reset", &detach_reset));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("param_grads", &param_grads));
-    OP_REQUIRES(ctx, std::isfinite(alpha) && alpha >= 0.0f,
-                InvalidArgument("alpha (surrogate steepness) must be finite and >= 0, got ", alpha));
-    if (surrogate_name == "atan") surrogate = Surrogate::kAtan;
-    if (surrogate_name == "sigmoid") surrogate = Surrogate::kSigmoid;
-    if (surrogate_name == "triangle") surrogate = Surrogate::kTriangle;
-    if (reset_name == "subtract") reset = Reset::kSubtract;
-    if (reset_name == "none") reset = Reset::kNone;
+    const std::string alpha_error = check_alpha(alpha);
+    OP_REQUIRES(ctx, alpha_error.empty(), InvalidArgument(alpha_error));
+    OP_REQUIRES(ctx, parse_option(surrogate_name, kSurrogateNames, &surrogate),
+                InvalidArgument(unknown_option("surrogate", surrogate_name, kSurrogateNames)));
+    OP_REQUIRES(ctx, parse_option(reset_name, kResetNames, &reset),
+                InvalidArgument(unknown_option("reset", reset_name, kResetNames)));
   }
 };
 
@@ -169,18 +169,10 @@ Status CheckParam(const char* name, const Tensor& t, int64_t neurons, int64_t* s
 
 // Values of decay (1 - 1/tau) and threshold; host memory only.
 Status CheckParamValues(const Tensor& decay, const Tensor& threshold) {
-  const auto d = decay.flat<float>();
-  for (int64_t i = 0; i < d.size(); ++i) {
-    if (!(std::isfinite(d(i)) && d(i) <= 1.0f)) {
-      return InvalidArgument("tau must be positive and finite: decay = 1 - 1/tau = ", d(i),
-                             " at index ", i, " (tau = ", 1.0 / (1.0 - d(i)), ")");
-    }
-  }
-  const auto th = threshold.flat<float>();
-  for (int64_t i = 0; i < th.size(); ++i) {
-    if (std::isnan(th(i))) return InvalidArgument("threshold is NaN at index ", i);
-  }
-  return Status();
+  const std::string error = check_param_values(decay.flat<float>().data(), decay.NumElements(),
+                                               threshold.flat<float>().data(),
+                                               threshold.NumElements());
+  return error.empty() ? Status() : InvalidArgument(error);
 }
 
 Status CheckSequence(const char* name, const Tensor& t) {
@@ -282,9 +274,9 @@ class LifForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckState("initial_membrane", initial, a.batch, a.neurons));
     if (Launch<Device, T>::kOnHost) OP_REQUIRES_OK(ctx, CheckParamValues(decay, threshold));
 
-    Tensor *spikes, *membrane, *final_membrane;
+    Tensor *spikes, *pre_reset, *final_membrane;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, currents.shape(), &spikes));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, currents.shape(), &membrane));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, currents.shape(), &pre_reset));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, initial.shape(), &final_membrane));
     a.currents = currents.flat<T>().data();
     a.bias = bias.flat<T>().data();
@@ -293,7 +285,7 @@ class LifForwardOp : public OpKernel {
     a.initial_membrane = initial.flat<float>().data();
     a.reset = attrs_.reset;
     a.spikes = spikes->flat<T>().data();
-    a.membrane = membrane->flat<float>().data();
+    a.pre_reset_membrane = pre_reset->flat<float>().data();
     a.final_membrane = final_membrane->flat<float>().data();
     if (a.batch * a.neurons == 0) return;
     Launch<Device, T>::Forward(ctx, a);
@@ -311,19 +303,19 @@ class LifBackwardOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& grad_spikes = ctx->input(0);
     const Tensor& grad_final = ctx->input(1);
-    const Tensor& membrane = ctx->input(2);
+    const Tensor& pre_reset = ctx->input(2);
     const Tensor& initial = ctx->input(3);
     const Tensor& bias = ctx->input(4);
     const Tensor& decay = ctx->input(5);
     const Tensor& threshold = ctx->input(6);
-    OP_REQUIRES_OK(ctx, CheckSequence("membrane", membrane));
-    OP_REQUIRES(ctx, grad_spikes.shape() == membrane.shape(),
-                InvalidArgument("grad_spikes must have the shape of membrane ",
-                                ShapeString(membrane), ", got ", ShapeString(grad_spikes)));
+    OP_REQUIRES_OK(ctx, CheckSequence("pre_reset_membrane", pre_reset));
+    OP_REQUIRES(ctx, grad_spikes.shape() == pre_reset.shape(),
+                InvalidArgument("grad_spikes must have the shape of pre_reset_membrane ",
+                                ShapeString(pre_reset), ", got ", ShapeString(grad_spikes)));
     LifBackwardArgs a;
-    a.batch = membrane.dim_size(0);
-    a.time = membrane.dim_size(1);
-    a.neurons = membrane.dim_size(2);
+    a.batch = pre_reset.dim_size(0);
+    a.time = pre_reset.dim_size(1);
+    a.neurons = pre_reset.dim_size(2);
     OP_REQUIRES_OK(ctx, CheckState("grad_final_membrane", grad_final, a.batch, a.neurons));
     OP_REQUIRES_OK(ctx, CheckState("initial_membrane", initial, a.batch, a.neurons));
     OP_REQUIRES_OK(ctx, CheckParam("bias", bias, a.neurons, &a.bias_stride));
@@ -333,7 +325,7 @@ class LifBackwardOp : public OpKernel {
 
     Tensor *grad_currents, *grad_bias, *grad_decay, *grad_threshold, *grad_initial;
     OP_REQUIRES_OK(
-        ctx, ctx->forward_input_or_allocate_output({0}, 0, membrane.shape(), &grad_currents));
+        ctx, ctx->forward_input_or_allocate_output({0}, 0, pre_reset.shape(), &grad_currents));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, bias.shape(), &grad_bias));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, decay.shape(), &grad_decay));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, threshold.shape(), &grad_threshold));
@@ -344,7 +336,7 @@ class LifBackwardOp : public OpKernel {
                                            &scratch));
     a.grad_spikes = grad_spikes.flat<T>().data();
     a.grad_final_membrane = grad_final.flat<float>().data();
-    a.membrane = membrane.flat<float>().data();
+    a.pre_reset_membrane = pre_reset.flat<float>().data();
     a.initial_membrane = initial.flat<float>().data();
     a.decay = decay.flat<float>().data();
     a.threshold = threshold.flat<float>().data();

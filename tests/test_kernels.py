@@ -19,6 +19,12 @@ def need(device):
         pytest.skip("no CUDA device (or a CPU-only build)")
 
 
+def decay(tau):
+    """decay = 1 - 1/tau, as the op is given it (the oracle's rounding)."""
+    value = oracle.decay_of(tau)
+    return float(value) if np.ndim(value) == 0 else value
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 50, 7), (2, 300, 257), (5, 8, 1000)], ids=str)
 @pytest.mark.parametrize("tau,threshold", [(20.0, 1.0), (3.0, 0.5), (1.0, 0.0)])
@@ -26,11 +32,13 @@ def need(device):
 def test_forward_matches_oracle(device, shape, tau, threshold, reset):
     need(device)
     x = make_currents(shape, seed=shape[1], mean=0.3)
-    spikes, membrane = kernels.lif_forward(x, tau, threshold, device, reset=reset)
-    e_spikes, e_membrane, _ = oracle.forward(x, tau, threshold, reset)
+    spikes, pre_reset, final = kernels.lif_forward(x, decay(tau), threshold, reset=reset,
+                                                   device=device)
+    e_spikes, e_pre_reset, e_final = oracle.forward(x, tau, threshold, reset)
     assert spikes.dtype == np.float32 and spikes.shape == shape
     np.testing.assert_array_equal(spikes, e_spikes)
-    np.testing.assert_array_equal(membrane, e_membrane)
+    np.testing.assert_array_equal(pre_reset, e_pre_reset)
+    np.testing.assert_array_equal(final, e_final)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -39,8 +47,23 @@ def test_per_neuron_parameters(device):
     x = make_currents((4, 60, 33), seed=2)
     tau = np.linspace(1.5, 40, 33).astype(np.float32)
     threshold = np.linspace(0.2, 1.5, 33).astype(np.float32)
-    spikes, _ = kernels.lif_forward(x, tau, threshold, device)
+    spikes = kernels.lif_forward(x, decay(tau), threshold, device=device).spikes
     np.testing.assert_array_equal(spikes, oracle.forward(x, tau, threshold)[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+def test_bias_and_initial_membrane(device, reset):
+    need(device)
+    x = make_currents((3, 20, 5), seed=6)
+    rng = np.random.default_rng(3)
+    bias = rng.normal(0, 0.2, 5).astype(np.float32)
+    initial = rng.normal(0, 0.5, (3, 5)).astype(np.float32)
+    got = kernels.lif_forward(x, decay(7.0), 0.8, bias=bias, initial_membrane=initial,
+                              reset=reset, device=device)
+    expected = oracle.forward(x + bias, 7.0, 0.8, reset, initial)
+    for name, got_value, want in zip(got._fields, got, expected):
+        np.testing.assert_array_equal(got_value, want, err_msg=name)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -52,44 +75,55 @@ def test_backward_matches_oracle(device, surrogate, reset, detach):
     shape = (3, 40, 17)
     x = make_currents(shape, seed=5, mean=0.3, scale=0.8)
     g = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    _, membrane = kernels.lif_forward(x, 6.0, 0.9, device, reset=reset)
-    grad = kernels.lif_backward(g, membrane, 6.0, 0.9, 3.0, device, surrogate=surrogate,
-                                reset=reset, detach_reset=detach)
+    pre_reset = kernels.lif_forward(x, decay(6.0), 0.9, reset=reset, device=device)[1]
+    grad = kernels.lif_backward(g, pre_reset, decay(6.0), 0.9, alpha=3.0, surrogate=surrogate,
+                                reset=reset, detach_reset=detach, device=device)
     expected = oracle.backward(g, x, 6.0, 0.9, 3.0, surrogate, reset, detach)[0]
     assert np.any(expected != 0)
-    assert_close_scaled(grad, expected, 1e-5)
+    assert_close_scaled(grad.grad_currents, expected, 1e-5)
 
 
 def test_strided_input_is_copied_not_misread():
     x = make_currents((4, 30, 20), seed=3)
     view = x[:, ::2, 1::3]
     assert not view.flags.c_contiguous
-    spikes, _ = kernels.lif_forward(view, 20.0, 1.0)
+    spikes = kernels.lif_forward(view, decay(20.0), 1.0).spikes
     np.testing.assert_array_equal(spikes, oracle.forward(np.ascontiguousarray(view))[0])
 
 
 def test_empty_shapes():
     for shape in [(0, 3, 2), (2, 0, 2), (2, 3, 0)]:
-        spikes, membrane = kernels.lif_forward(np.zeros(shape, np.float32), 20.0, 1.0)
-        assert spikes.shape == membrane.shape == shape
-        grad = kernels.lif_backward(spikes, membrane, 20.0, 1.0)
-        assert grad.shape == shape
+        spikes, pre_reset, final = kernels.lif_forward(np.zeros(shape, np.float32), 0.95, 1.0)
+        assert spikes.shape == pre_reset.shape == shape
+        assert final.shape == (shape[0], shape[2])
+        grads = kernels.lif_backward(spikes, pre_reset, 0.95, 1.0)
+        assert grads.grad_currents.shape == shape
+        assert grads.grad_initial_membrane.shape == (shape[0], shape[2])
+
+
+Z = np.zeros((1, 2, 3), np.float32)
 
 
 @pytest.mark.parametrize("call,error,match", [
-    (lambda: kernels.lif_forward(np.zeros((2, 3, 4)), 20.0, 1.0), TypeError, "float32"),
-    (lambda: kernels.lif_forward(np.zeros((2, 3), np.float32), 20.0, 1.0), ValueError, "rank 3"),
-    (lambda: kernels.lif_forward([[[1.0]]], 20.0, 1.0), TypeError, "numpy array"),
-    (lambda: kernels.lif_forward(np.zeros((1, 2, 3), np.float32), 0.0, 1.0), ValueError, "tau"),
-    (lambda: kernels.lif_forward(np.zeros((1, 2, 3), np.float32), -2.0, 1.0), ValueError, "tau"),
-    (lambda: kernels.lif_forward(np.zeros((1, 2, 3), np.float32), float("inf"), 1.0), ValueError, "tau"),
-    (lambda: kernels.lif_forward(np.zeros((1, 2, 3), np.float32), 20.0, float("nan")), ValueError, "threshold"),
-    (lambda: kernels.lif_forward(np.zeros((1, 2, 3), np.float32), np.ones(4, np.float32), 1.0), ValueError, "tau"),
-    (lambda: kernels.lif_forward(np.zeros((1, 2, 3), np.float32), 20.0, 1.0, "tpu"), ValueError, "device"),
-    (lambda: kernels.lif_forward(np.zeros((1, 2, 3), np.float32), 20.0, 1.0, reset="soft"), ValueError, "reset"),
-    (lambda: kernels.lif_backward(np.zeros((1, 2, 3), np.float32), np.zeros((1, 2, 4), np.float32), 20.0, 1.0), ValueError, "same shape"),
-    (lambda: kernels.lif_backward(np.zeros((1, 2, 3), np.float32), np.zeros((1, 2, 3), np.float32), 20.0, 1.0, -1.0), ValueError, "alpha"),
-    (lambda: kernels.lif_backward(np.zeros((1, 2, 3), np.float32), np.zeros((1, 2, 3), np.float32), 20.0, 1.0, surrogate="relu"), ValueError, "surrogate"),
+    (lambda: kernels.lif_forward(np.zeros((2, 3, 4)), 0.95, 1.0), TypeError, "float32"),
+    (lambda: kernels.lif_forward(np.zeros((2, 3), np.float32), 0.95, 1.0), ValueError, "rank 3"),
+    (lambda: kernels.lif_forward([[[1.0]]], 0.95, 1.0), TypeError, "numpy array"),
+    (lambda: kernels.lif_forward(Z, 1.5, 1.0), ValueError, "tau must be positive"),  # tau < 0
+    (lambda: kernels.lif_forward(Z, float("-inf"), 1.0), ValueError, "tau must be positive"),  # tau 0
+    (lambda: kernels.lif_forward(Z, float("nan"), 1.0), ValueError, "tau must be positive"),
+    (lambda: kernels.lif_forward(Z, np.array([0.9, 2.0, 0.9], np.float32), 1.0), ValueError, "at index 1"),
+    (lambda: kernels.lif_forward(Z, 0.95, float("nan")), ValueError, "threshold is NaN"),
+    (lambda: kernels.lif_forward(Z, np.ones(4, np.float32), 1.0), ValueError, r"decay .* \[neurons\] = \[3\]"),
+    (lambda: kernels.lif_forward(Z, 0.95, np.ones(2, np.float32)), ValueError, "threshold"),
+    (lambda: kernels.lif_forward(Z, 0.95, 1.0, bias=np.ones(2, np.float32)), ValueError, "bias"),
+    (lambda: kernels.lif_forward(Z, 0.95, 1.0, initial_membrane=np.zeros((1, 4), np.float32)), ValueError, r"initial_membrane must have shape \[batch, neurons\] = \[1, 3\]"),
+    (lambda: kernels.lif_forward(Z, 0.95, 1.0, device="tpu"), ValueError, "device"),
+    (lambda: kernels.lif_forward(Z, 0.95, 1.0, reset="soft"), ValueError, "reset must be one of 'zero', 'subtract', 'none', got 'soft'"),
+    (lambda: kernels.lif_backward(Z, np.zeros((1, 2, 4), np.float32), 0.95, 1.0), ValueError, "grad_spikes must have the shape of pre_reset_membrane"),
+    (lambda: kernels.lif_backward(Z, Z, 0.95, 1.0, alpha=-1.0), ValueError, "alpha"),
+    (lambda: kernels.lif_backward(Z, Z, 0.95, 1.0, surrogate="relu"), ValueError, "surrogate must be one of"),
+    (lambda: kernels.lif_backward(Z, Z, 2.0, 1.0), ValueError, "tau must be positive"),
+    (lambda: kernels.lif_backward(Z, Z, 0.95, 1.0, grad_final_membrane=np.zeros(3, np.float32)), ValueError, "grad_final_membrane must have shape"),
 ])
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
@@ -100,7 +134,7 @@ def test_cuda_request_without_gpu_is_a_clear_error():
     if kernels.cuda_available():
         pytest.skip("a GPU is present")
     with pytest.raises((ValueError, RuntimeError), match="CUDA|cuda"):
-        kernels.lif_forward(np.zeros((1, 2, 3), np.float32), 20.0, 1.0, "cuda")
+        kernels.lif_forward(Z, 0.95, 1.0, device="cuda")
 
 
 @pytest.mark.gpu
@@ -116,17 +150,42 @@ def test_all_gradients_match_oracle(device, reset):
     need(device)
     shape = (3, 30, 9)
     x = make_currents(shape, seed=8, mean=0.3, scale=0.8)
+    rng = np.random.default_rng(2)
     tau = np.linspace(3, 25, 9).astype(np.float32)
     threshold = np.linspace(0.7, 1.2, 9).astype(np.float32)
-    g = np.random.default_rng(2).normal(size=shape).astype(np.float32)
-    _, membrane = kernels.lif_forward(x, tau, threshold, device, reset=reset)
-    got = kernels.lif_backward(g, membrane, tau, threshold, 4.0, device, reset=reset,
-                               surrogate="atan", all_grads=True)
-    e_x, e_decay, e_th, e_v0 = oracle.backward(g, x, tau, threshold, 4.0, "atan", reset)
-    assert_close_scaled(got["grad_currents"], e_x, 1e-5, "currents")
-    assert_close_scaled(got["grad_decay"], e_decay.sum(0), 1e-5, "decay")
-    assert_close_scaled(got["grad_threshold"], e_th.sum(0), 1e-5, "threshold")
-    assert_close_scaled(got["grad_initial_membrane"], e_v0, 1e-5, "initial_membrane")
-    assert_close_scaled(got["grad_bias"], e_x.sum(), 1e-5, "bias")
-    scalar = kernels.lif_backward(g, membrane, 7.0, 0.9, 4.0, device, reset=reset, all_grads=True)
-    assert scalar["grad_decay"].shape == () and scalar["grad_threshold"].shape == ()
+    initial = rng.normal(0, 0.5, (3, 9)).astype(np.float32)
+    g = rng.normal(size=shape).astype(np.float32)
+    g_final = rng.normal(size=(3, 9)).astype(np.float32)
+    pre_reset = kernels.lif_forward(x, decay(tau), threshold, initial_membrane=initial,
+                                    reset=reset, device=device).pre_reset_membrane
+    got = kernels.lif_backward(g, pre_reset, decay(tau), threshold, grad_final_membrane=g_final,
+                               initial_membrane=initial, bias=np.zeros(9, np.float32),
+                               alpha=4.0, surrogate="atan", reset=reset, device=device)
+    e_x, e_decay, e_th, e_v0 = oracle.backward(g, x, tau, threshold, 4.0, "atan", reset,
+                                               initial=initial, grad_final=g_final)
+    assert_close_scaled(got.grad_currents, e_x, 1e-5, "currents")
+    assert_close_scaled(got.grad_decay, e_decay.sum(0), 1e-5, "decay")
+    assert_close_scaled(got.grad_threshold, e_th.sum(0), 1e-5, "threshold")
+    assert_close_scaled(got.grad_initial_membrane, e_v0, 1e-5, "initial_membrane")
+    assert_close_scaled(got.grad_bias, e_x.sum((0, 1)), 1e-5, "bias")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scalar_parameters_give_scalar_gradients(device):
+    need(device)
+    shape = (2, 10, 4)
+    x = make_currents(shape, seed=9, mean=0.3)
+    g = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+    pre_reset = kernels.lif_forward(x, decay(7.0), 0.9, device=device).pre_reset_membrane
+    got = kernels.lif_backward(g, pre_reset, decay(7.0), 0.9, device=device)
+    assert type(got) is kernels.LifBackwardResult
+    assert got.grad_decay.shape == got.grad_threshold.shape == got.grad_bias.shape == ()
+    e_x, e_decay, e_th, _ = oracle.backward(g, x, 7.0, 0.9)
+    assert_close_scaled(got.grad_decay, e_decay.sum(), 1e-5, "decay")
+    assert_close_scaled(got.grad_threshold, e_th.sum(), 1e-5, "threshold")
+    assert_close_scaled(got.grad_bias, e_x.sum(), 1e-5, "bias")
+    # param_grads=False (tau and threshold constants): their gradients are 0, the rest unchanged.
+    constant = kernels.lif_backward(g, pre_reset, decay(7.0), 0.9, param_grads=False, device=device)
+    assert constant.grad_decay == 0 and constant.grad_threshold == 0
+    np.testing.assert_array_equal(constant.grad_currents, got.grad_currents)
+    np.testing.assert_array_equal(constant.grad_bias, got.grad_bias)

@@ -201,7 +201,7 @@ def test_kernel_validates_threshold_and_state():
 
 
 @pytest.mark.parametrize("shapes,match", [
-    (((2, 3, 4), (2, 4), (2, 3, 5), (2, 4)), "grad_spikes must have the shape of membrane"),
+    (((2, 3, 4), (2, 4), (2, 3, 5), (2, 4)), "grad_spikes must have the shape of pre_reset_membrane"),
     (((2, 3, 4), (2, 5), (2, 3, 4), (2, 4)), "grad_final_membrane must have shape"),
     (((2, 3, 4), (2, 4), (2, 3, 4), (3, 4)), "initial_membrane must have shape"),
     (((2, 3, 4), (2, 4), (2, 3), (2, 4)), "membrane must have rank 3"),

@@ -85,15 +85,15 @@ def is_available():
 
 
 @tf.RegisterGradient("FusedLif>LifForward")
-def _lif_forward_grad(op, grad_spikes, grad_membrane, grad_final_membrane):
+def _lif_forward_grad(op, grad_spikes, grad_pre_reset_membrane, grad_final_membrane):
     """Backward through time in one kernel (FusedLif>LifBackward).
 
-    The saved pre-reset membrane u[t] is all the state it needs; the membrane
-    output itself is internal and receives no gradient.
+    The saved pre-reset membrane u[t] is all the state it needs; that output
+    itself is internal and receives no gradient.
     """
-    del grad_membrane
+    del grad_pre_reset_membrane
     currents, bias, decay, threshold, initial = op.inputs
-    spikes, membrane, final_membrane = op.outputs
+    spikes, pre_reset_membrane, final_membrane = op.outputs
     if grad_spikes is None:
         grad_spikes = tf.zeros_like(spikes)
     if grad_final_membrane is None:
@@ -102,7 +102,8 @@ def _lif_forward_grad(op, grad_spikes, grad_membrane, grad_final_membrane):
              for name in ("alpha", "surrogate", "reset", "detach_reset", "param_grads")}
     attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     grads = load_library().fused_lif_lif_backward(
-        grad_spikes, grad_final_membrane, membrane, initial, bias, decay, threshold, **attrs
+        grad_spikes, grad_final_membrane, pre_reset_membrane, initial, bias, decay, threshold,
+        **attrs
     )
     return (grads.grad_currents, grads.grad_bias, grads.grad_decay, grads.grad_threshold,
             grads.grad_initial_membrane)

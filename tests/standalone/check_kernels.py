@@ -25,6 +25,12 @@ def currents(shape, seed):
     return np.random.default_rng(seed).normal(0.3, 1.0, shape).astype(np.float32)
 
 
+def decay(tau):
+    """decay = 1 - 1/tau, as the op is given it (the oracle's rounding)."""
+    value = oracle.decay_of(tau)
+    return float(value) if np.ndim(value) == 0 else value
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
@@ -38,9 +44,9 @@ def main():
         for tau, threshold in [(20.0, 1.0), (3.0, 0.0)]:
             x = currents(shape, i)
             for reset in ["zero", "subtract", "none"]:
-                s, u = kernels.lif_forward(x, tau, threshold, device, reset=reset)
-                es, eu, _ = oracle.forward(x, tau, threshold, reset)
-                ok = np.array_equal(s, es) and np.array_equal(u, eu)
+                s, u, v = kernels.lif_forward(x, decay(tau), threshold, reset=reset, device=device)
+                es, eu, ev = oracle.forward(x, tau, threshold, reset)
+                ok = np.array_equal(s, es) and np.array_equal(u, eu) and np.array_equal(v, ev)
                 failures += not ok
                 print(f"forward  {str(shape):16} tau={tau:<4} th={threshold:<3} {reset:8} "
                       f"{'ok' if ok else 'MISMATCH'}")
@@ -50,30 +56,31 @@ def main():
         shape = (7, 33, 300)
         x = currents(shape, 99)
         g = np.random.default_rng(1).normal(size=shape).astype(np.float32)
-        _, u = kernels.lif_forward(x, tau, 0.9, device, reset=reset)
-        got = kernels.lif_backward(g, u, tau, 0.9, 3.0, device, surrogate=surrogate, reset=reset,
-                                   detach_reset=detach)
+        u = kernels.lif_forward(x, decay(tau), 0.9, reset=reset, device=device)[1]
+        got = kernels.lif_backward(g, u, decay(tau), 0.9, alpha=3.0, surrogate=surrogate,
+                                   reset=reset, detach_reset=detach, device=device)
         want = oracle.backward(g, x, tau, 0.9, 3.0, surrogate, reset, detach)[0]
-        err = np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
-        # Every gradient (tau's decay, threshold, bias, initial membrane) vs the CPU kernels.
+        err = np.max(np.abs(got.grad_currents - want)) / max(np.max(np.abs(want)), 1e-30)
+        # Every gradient (decay, threshold, bias, initial membrane) vs the CPU kernels.
         got_all, cpu_all = (kernels.lif_backward(
-            g, u, tau, threshold_vec, 3.0, dev, surrogate=surrogate, reset=reset,
-            detach_reset=detach, all_grads=True) for dev in (device, "cpu"))
-        err_cpu = max(np.max(np.abs(np.asarray(got_all[k]) - cpu_all[k]))
-                      / max(np.max(np.abs(cpu_all[k])), 1e-30) for k in cpu_all)
+            g, u, decay(tau), threshold_vec, bias=np.zeros(300, np.float32), alpha=3.0,
+            surrogate=surrogate, reset=reset, detach_reset=detach, device=dev)
+            for dev in (device, "cpu"))
+        err_cpu = max(np.max(np.abs(got_all[k] - cpu_all[k]))
+                      / max(np.max(np.abs(cpu_all[k])), 1e-30) for k in range(len(cpu_all)))
         ok = err <= 1e-5 and err_cpu <= 1e-5
         failures += not ok
         print(f"backward {surrogate:12} {reset:8} detach={detach!s:5} err={err:.1e} "
               f"vs-cpu={err_cpu:.1e} {'ok' if ok else 'MISMATCH'}")
     # Edge cases: empty dimensions, strided views, non-finite currents.
     for shape in [(0, 3, 2), (2, 0, 2), (2, 3, 0)]:
-        s, u = kernels.lif_forward(np.zeros(shape, np.float32), 20.0, 1.0, device)
-        g = kernels.lif_backward(s, u, 20.0, 1.0, 10.0, device)
+        s, u, _ = kernels.lif_forward(np.zeros(shape, np.float32), 0.95, 1.0, device=device)
+        g = kernels.lif_backward(s, u, 0.95, 1.0, device=device).grad_currents
         failures += not (s.shape == u.shape == g.shape == shape)
     x = currents((4, 40, 30), 5)
     x[0, 3, :5] = [np.nan, np.inf, -np.inf, 3e38, -3e38]
     view = x[:, ::3, 1::2]
-    s, u = kernels.lif_forward(view, 20.0, 1.0, device)
+    s, u, _ = kernels.lif_forward(view, decay(20.0), 1.0, device=device)
     es, eu, _ = oracle.forward(np.ascontiguousarray(view))
     ok = np.array_equal(s, es) and np.array_equal(u, eu, equal_nan=True)
     failures += not ok

@@ -1,0 +1,29 @@
+// Host-pointer CUDA entry points for the framework-free bindings only
+// (lif_cuda_host.cu; the op library does not link them).
+#ifndef FUSED_LIF_LIF_CUDA_HOST_H_
+#define FUSED_LIF_LIF_CUDA_HOST_H_
+
+#include <cstdint>
+
+#include "lif_kernels.h"
+
+namespace fused_lif {
+
+// The launchers on float32 host pointers: copy in, launch, copy out.
+int lif_forward_cuda_from_host(const LifForwardArgs& host_args);
+int lif_backward_cuda_from_host(const LifBackwardArgs& host_args);
+int lif_cuda_device_count();
+
+// Times the kernels on device-resident data (float32, reset "zero",
+// fast_sigmoid) and a device-to-device copy of as many bytes as the forward
+// kernel moves; milliseconds per call, averaged over `repeats`.
+struct LifCudaTimings {
+  float forward_ms = 0, backward_ms = 0, copy_ms = 0;
+  int64_t forward_bytes = 0, backward_bytes = 0, copy_bytes = 0;  // bytes read + written
+};
+int lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats,
+                       LifCudaTimings* timings);
+
+}  // namespace fused_lif
+
+#endif  // FUSED_LIF_LIF_CUDA_HOST_H_
