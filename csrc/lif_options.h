@@ -86,16 +86,18 @@ inline std::string check_alpha(double alpha) {
   return out.str();
 }
 
-// Values of decay (1 - 1/tau: tau > 0 and finite <=> decay finite and <= 1)
-// and threshold (not NaN), on host memory: "" if valid, else what is wrong.
+// Values of decay and threshold, on host memory: "" if valid, else what is
+// wrong. tau must be finite and >= 1, so decay = 1 - 1/tau is in [0, 1] (1
+// where float32 rounds 1/tau away; an out-of-range tau in a graph arrives here
+// as NaN, see _params.to_decay); threshold must not be NaN.
 inline std::string check_param_values(const float* decay, int64_t decay_count,
                                       const float* threshold, int64_t threshold_count) {
   std::ostringstream out;
   for (int64_t i = 0; i < decay_count; ++i) {
     const float d = decay[i];
-    if (!(std::isfinite(d) && d <= 1.0f)) {
-      out << "tau must be positive and finite: decay = 1 - 1/tau = " << d << " at index " << i
-          << " (tau = " << 1.0 / (1.0 - d) << ")";
+    if (!(d >= 0.0f && d <= 1.0f)) {  // false for NaN
+      out << "tau must be finite and >= 1: decay = 1 - 1/tau = " << d << " at index " << i;
+      if (d == d) out << " (tau = " << 1.0 / (1.0 - d) << ")";
       return out.str();
     }
   }

@@ -108,9 +108,10 @@ Z = np.zeros((1, 2, 3), np.float32)
     (lambda: kernels.lif_forward(np.zeros((2, 3, 4)), 0.95, 1.0), TypeError, "float32"),
     (lambda: kernels.lif_forward(np.zeros((2, 3), np.float32), 0.95, 1.0), ValueError, "rank 3"),
     (lambda: kernels.lif_forward([[[1.0]]], 0.95, 1.0), TypeError, "numpy array"),
-    (lambda: kernels.lif_forward(Z, 1.5, 1.0), ValueError, "tau must be positive"),  # tau < 0
-    (lambda: kernels.lif_forward(Z, float("-inf"), 1.0), ValueError, "tau must be positive"),  # tau 0
-    (lambda: kernels.lif_forward(Z, float("nan"), 1.0), ValueError, "tau must be positive"),
+    (lambda: kernels.lif_forward(Z, 1.5, 1.0), ValueError, "tau must be finite and >= 1"),  # tau < 0
+    (lambda: kernels.lif_forward(Z, float("-inf"), 1.0), ValueError, "tau must be finite and >= 1"),  # tau 0
+    (lambda: kernels.lif_forward(Z, float("nan"), 1.0), ValueError, "tau must be finite and >= 1"),
+    (lambda: kernels.lif_forward(Z, -0.5, 1.0), ValueError, "tau must be finite and >= 1"),  # tau 2/3
     (lambda: kernels.lif_forward(Z, np.array([0.9, 2.0, 0.9], np.float32), 1.0), ValueError, "at index 1"),
     (lambda: kernels.lif_forward(Z, 0.95, float("nan")), ValueError, "threshold is NaN"),
     (lambda: kernels.lif_forward(Z, np.ones(4, np.float32), 1.0), ValueError, r"decay .* \[neurons\] = \[3\]"),
@@ -122,7 +123,7 @@ Z = np.zeros((1, 2, 3), np.float32)
     (lambda: kernels.lif_backward(Z, np.zeros((1, 2, 4), np.float32), 0.95, 1.0), ValueError, "grad_spikes must have the shape of pre_reset_membrane"),
     (lambda: kernels.lif_backward(Z, Z, 0.95, 1.0, alpha=-1.0), ValueError, "alpha"),
     (lambda: kernels.lif_backward(Z, Z, 0.95, 1.0, surrogate="relu"), ValueError, "surrogate must be one of"),
-    (lambda: kernels.lif_backward(Z, Z, 2.0, 1.0), ValueError, "tau must be positive"),
+    (lambda: kernels.lif_backward(Z, Z, 2.0, 1.0), ValueError, "tau must be finite and >= 1"),
     (lambda: kernels.lif_backward(Z, Z, 0.95, 1.0, grad_final_membrane=np.zeros(3, np.float32)), ValueError, "grad_final_membrane must have shape"),
 ])
 def test_bad_input(call, error, match):

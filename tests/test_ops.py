@@ -215,3 +215,72 @@ def test_reference_empty_time_axis_unknown_statically():
     assert fn(tf.zeros((2, 0, 4))).shape == (2, 0, 4)
     np.testing.assert_array_equal(fn(make_currents((2, 5, 4))).numpy(),
                                   fused_lif.lif_scan(make_currents((2, 5, 4))).numpy())
+
+
+# ------------------------------------------------ no silent zero gradients --
+
+def _raw_forward(x):
+    lib = ops.load_library()
+    return lib.fused_lif_lif_forward(x, tf.zeros([]), tf.constant(0.95), tf.constant(1.0),
+                                     tf.zeros([x.shape[0], x.shape[2]]))
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_loss_on_pre_reset_membrane_is_refused(mode):
+    """The raw op's u[t] output has no gradient: a loss on it raises, where it
+    used to get zeros silently."""
+    x = tf.constant(make_currents((2, 6, 3), seed=5))
+
+    def grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            spikes, pre_reset, _ = _raw_forward(x)
+            loss = tf.reduce_sum(spikes) + tf.reduce_sum(pre_reset ** 2)
+        return tape.gradient(loss, x)
+
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="not differentiable"):
+        (grad if mode == "eager" else tf.function(grad))(x)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "function_in_loop"])
+def test_unused_pre_reset_membrane_is_not_refused(mode):
+    """Zeros that TensorFlow passes for the unused output are not a loss on it,
+    also where they are built at run time (inside a while loop)."""
+    x = tf.constant(make_currents((2, 6, 3), seed=5))
+
+    def grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if mode == "function_in_loop":
+                total = tf.while_loop(lambda i, acc: i < 2,
+                                      lambda i, acc: (i + 1, acc + tf.reduce_sum(_raw_forward(x)[0])),
+                                      (0, 0.0))[1]
+            else:
+                total = tf.reduce_sum(_raw_forward(x)[0]) + tf.reduce_sum(_raw_forward(x)[2])
+        return tape.gradient(total, x)
+
+    g = (grad if mode == "eager" else tf.function(grad))(x)
+    assert np.any(g.numpy() != 0)
+
+
+def test_every_differentiable_input_gets_a_gradient_and_second_order_is_refused():
+    """Audit: each input of the forward op receives a gradient that depends on
+    the loss (none silently zero), and differentiating the backward op raises
+    instead of returning zeros."""
+    x = tf.constant(make_currents((3, 8, 4), seed=6))
+    inputs = [x, tf.constant(np.float32(0.1)), tf.constant(np.full(4, 0.9, np.float32)),
+              tf.constant(np.full(4, 0.8, np.float32)),
+              tf.constant(make_currents((3, 4), seed=7, mean=0.0, scale=0.3))]
+    lib = ops.load_library()
+    with tf.GradientTape(persistent=True) as outer:
+        outer.watch(inputs)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            spikes, _, final = lib.fused_lif_lif_forward(*inputs)
+            loss = tf.reduce_sum(spikes * tf.range(4, dtype=tf.float32)) + tf.reduce_sum(final)
+        grads = tape.gradient(loss, inputs)
+        for name, g in zip(["currents", "bias", "decay", "threshold", "initial_membrane"], grads):
+            assert g is not None and np.any(g.numpy() != 0), name
+        second = tf.reduce_sum(grads[0])
+    with pytest.raises(LookupError, match="FusedLif>LifBackward"):
+        outer.gradient(second, inputs[0])

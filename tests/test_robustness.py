@@ -144,8 +144,9 @@ def graph_call(fn, *args):
 
 
 @pytest.mark.parametrize("args,match", [
-    ((X, np.ones(4, np.float32), np.float32(1.5)), r"tau must be positive"),  # decay > 1: tau < 0
-    ((X, np.ones(4, np.float32), np.float32(np.nan)), r"tau must be positive"),
+    ((X, np.ones(4, np.float32), np.float32(1.5)), r"tau must be finite and >= 1"),  # decay > 1: tau < 0
+    ((X, np.ones(4, np.float32), np.float32(np.nan)), r"tau must be finite and >= 1"),
+    ((X, np.ones(4, np.float32), np.float32(-0.5)), r"tau must be finite and >= 1"),  # tau = 2/3
     ((X, np.ones(4, np.float32), np.ones(3, np.float32)), r"decay .* one value per neuron \[4\]"),
     ((np.zeros((2, 3), np.float32), np.ones(4, np.float32), np.float32(0.9)), r"rank 3"),
 ])

@@ -11,6 +11,7 @@ why, when the fused op is used.
 import os
 import threading
 
+import numpy as np
 import tensorflow as tf
 
 from . import _params
@@ -88,10 +89,11 @@ def is_available():
 def _lif_forward_grad(op, grad_spikes, grad_pre_reset_membrane, grad_final_membrane):
     """Backward through time in one kernel (FusedLif>LifBackward).
 
-    The saved pre-reset membrane u[t] is all the state it needs; that output
-    itself is internal and receives no gradient.
+    The saved pre-reset membrane u[t] is all the state it needs. That output
+    is not differentiable: a loss on it is refused (`_no_gradient`), never
+    answered with silent zeros.
     """
-    del grad_pre_reset_membrane
+    checks = _no_gradient(grad_pre_reset_membrane)
     currents, bias, decay, threshold, initial = op.inputs
     spikes, pre_reset_membrane, final_membrane = op.outputs
     if grad_spikes is None:
@@ -105,8 +107,39 @@ def _lif_forward_grad(op, grad_spikes, grad_pre_reset_membrane, grad_final_membr
         grad_spikes, grad_final_membrane, pre_reset_membrane, initial, bias, decay, threshold,
         **attrs
     )
-    return (grads.grad_currents, grads.grad_bias, grads.grad_decay, grads.grad_threshold,
-            grads.grad_initial_membrane)
+    grads = (grads.grad_currents, grads.grad_bias, grads.grad_decay, grads.grad_threshold,
+             grads.grad_initial_membrane)
+    if checks:
+        with tf.control_dependencies(checks):
+            grads = tuple(tf.identity(g) for g in grads)
+    return grads
+
+
+_NOT_DIFFERENTIABLE = (
+    "fused-lif: a gradient reached the pre-reset membrane u[t] output of FusedLif>LifForward, "
+    "which is not differentiable (the fused backward saves u[t]; it does not take a gradient "
+    "for it). Put losses on the spikes or on the final membrane (lif_scan(..., "
+    "return_state=True)), or use fused_lif.reference.lif_scan in a loop of your own.")
+
+
+def _no_gradient(grad):
+    """Refuses a non-zero gradient for the pre-reset membrane output. TensorFlow
+    passes zeros (or None) when nothing depends on it: in a graph that is
+    usually a constant, checked here; otherwise the check runs with the step.
+    Returns the run-time checks to attach to the gradients."""
+    if grad is None:
+        return []
+    if tf.executing_eagerly():
+        if bool(tf.reduce_any(tf.not_equal(grad, 0.0))):
+            raise ValueError(_NOT_DIFFERENTIABLE)
+        return []
+    value = tf.get_static_value(grad)
+    if value is not None:
+        if np.any(value != 0):
+            raise ValueError(_NOT_DIFFERENTIABLE)
+        return []
+    return [tf.debugging.Assert(tf.logical_not(tf.reduce_any(tf.not_equal(grad, 0.0))),
+                                [_NOT_DIFFERENTIABLE])]
 
 
 def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigmoid",
