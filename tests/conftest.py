@@ -2,10 +2,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 try:
@@ -16,6 +19,16 @@ try:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # hypothesis is a test dependency; only its tests need it
     pass
+
+
+@pytest.fixture(autouse=True)
+def _seeded_per_test(request):
+    """Seeds Python, numpy, TensorFlow and Keras from the test's id. Without it
+    unseeded initial weights (glorot_uniform in LIFLayer) came from Keras'
+    global seed generator, shared by the whole session: a test's weights then
+    depended on which tests ran before it, so a failure of one draw could not
+    be reproduced by running that test alone, or in another order."""
+    keras.utils.set_random_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 def make_currents(shape, seed=0, mean=0.4, scale=1.0, dtype=np.float32):
