@@ -45,8 +45,11 @@ def test_seed_weights_give_seed_outputs_and_gradients(implementation):
 def test_seed_constructor_and_weights():
     layer = LIFLayer(64, 10, 20.0, 1.0, True, False, name="hidden")
     layer.build((None, 5, 12))
-    assert [w.shape for w in layer.get_weights()] == [(12, 64), (64,)]
-    assert [w.name for w in layer.weights] == ["weights", "bias"]
+    assert [w.shape for w in layer.trainable_weights] == [(12, 64), (64,)]
+    assert [w.name for w in layer.trainable_weights] == ["weights", "bias"]
+    # output_units=10 with the seed's use_dfa=True makes a DFA hidden layer: it
+    # also owns a fixed feedback matrix (tests/test_dfa.py).
+    assert [(w.name, w.shape) for w in layer.non_trainable_weights] == [("feedback", (10, 64))]
     assert (layer.output_units, layer.use_dfa, layer.is_output_layer) == (10, True, False)
     assert layer.compute_output_shape((None, 5, 12)) == (None, 5, 64)
 

@@ -6,9 +6,11 @@ CPU or CUDA kernel.
     layer = fused_lif.LIFLayer(128)                 # the seed's layer, fused
     spikes = fused_lif.lif_scan(currents)           # [batch, time, neurons]
     spikes = fused_lif.reference.lif_scan(currents) # the tf.while_loop ground truth
+    model = fused_lif.create_snn_model(784, 128, 10, 20, training="dfa")  # DFAModel
 """
 
 from . import reference
+from .dfa import DFAModel
 from .encoding import rate_encode, rate_encode_tf
 from .layer import IMPLEMENTATIONS, LIFLayer, MinValue
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 is_available()
 
 __all__ = [
+    "DFAModel",
     "FusedOpUnavailableError",
     "IMPLEMENTATIONS",
     "LIFLayer",

@@ -6,6 +6,7 @@ order), so a seed model or checkpoint switches by changing one import.
 
 import logging
 import numbers
+import threading
 import warnings
 
 import keras
@@ -20,6 +21,12 @@ IMPLEMENTATIONS = ("auto", "fused", "reference")
 _log = logging.getLogger("fused_lif")
 _warned_fallback = False
 _warned_xla = False
+_warned_dfa = False
+# Direct feedback alignment: while `fused_lif.DFAModel.train_step` runs its
+# forward pass, `_dfa_step.spikes` is a list (per thread: tf.distribute runs
+# replicas in threads); every LIFLayer then stops the gradient into its input,
+# and each DFA hidden layer appends (layer, spikes) to it.
+_dfa_step = threading.local()
 
 
 def _in_xla_context():
@@ -71,6 +78,17 @@ def _refuse_replicas(replicas):
             "layer(x, initial_state=final_membrane) continues from it, on every replica.")
 
 
+def _warn_dfa_without_dfa_model(name):
+    global _warned_dfa
+    if not _warned_dfa:
+        _warned_dfa = True
+        warnings.warn(
+            f"LIFLayer {name!r} is configured for direct feedback alignment (use_dfa=True, "
+            "output_units set) but is trained outside fused_lif.DFAModel: it trains by "
+            "backprop. Build the model with fused_lif.DFAModel(inputs, outputs) to train it "
+            "with DFA.", UserWarning, stacklevel=4)
+
+
 def _plain(value):
     """A Python number as is; a per-neuron array or tensor as a list of floats."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -112,9 +130,15 @@ class LIFLayer(keras.layers.Layer):
 
     Args (the seed's first):
       units: number of neurons.
-      output_units, use_dfa, is_output_layer: accepted and stored for
-        compatibility with the seed notebook; direct feedback alignment (DFA)
-        training is not implemented yet: the layer trains by backprop.
+      output_units, use_dfa, is_output_layer: direct feedback alignment
+        (DFA). With `use_dfa=True`, `output_units=K` and
+        `is_output_layer=False` the layer is a DFA hidden layer: it owns a
+        fixed random `feedback` weight [K, units] and, in a
+        `fused_lif.DFAModel`, learns from the output error projected through
+        it (see `fused_lif.dfa`). With `output_units=None` (the seed's
+        default) they change nothing: the layer trains by backprop.
+      feedback_initializer: Keras initializer of `feedback` (DFA hidden
+        layers only); default None: uniform in +-1/sqrt(output_units).
       tau: membrane time constant, finite and >= 1; decay per step is
         1 - 1/tau, in [0, 1).
       threshold: spike threshold.
@@ -137,7 +161,7 @@ class LIFLayer(keras.layers.Layer):
                  is_output_layer=False, implementation="auto", alpha=10.0,
                  surrogate="fast_sigmoid", reset="zero", detach_reset=False,
                  trainable_tau=False, trainable_threshold=False, return_state=False,
-                 stateful=False, **kwargs):
+                 stateful=False, feedback_initializer=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units <= 0:
             raise ValueError(f"units must be a positive integer, got {units!r}")
@@ -148,8 +172,15 @@ class LIFLayer(keras.layers.Layer):
         _params.check_options(alpha, surrogate, reset, detach_reset)
         _params.to_decay(tau, units)  # validates tau
         _params.to_threshold(threshold, units)  # validates threshold
+        if output_units is not None and (isinstance(output_units, bool) or not isinstance(
+                output_units, numbers.Integral) or output_units <= 0):
+            raise ValueError(f"output_units must be a positive integer or None, got "
+                             f"{output_units!r}")
+        for name, flag in (("use_dfa", use_dfa), ("is_output_layer", is_output_layer)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.units = int(units)
-        self.output_units = output_units
+        self.output_units = None if output_units is None else int(output_units)
         # Numbers stay numbers (the seed's exact decay); per-neuron values are
         # kept as lists of floats, so that get_config round-trips.
         self.tau = _plain(tau)
@@ -165,6 +196,9 @@ class LIFLayer(keras.layers.Layer):
         self.trainable_threshold = trainable_threshold
         self.return_state = return_state
         self.stateful = stateful
+        self.feedback_initializer = (None if feedback_initializer is None
+                                     else keras.initializers.get(feedback_initializer))
+        self.feedback = None
         # No XLA kernel for the fused op: compile(jit_compile=True) warns and
         # runs without XLA (Keras' own check, as for the cuDNN LSTM).
         self.supports_jit = implementation == "reference"
@@ -201,6 +235,26 @@ class LIFLayer(keras.layers.Layer):
             self.membrane_state = self.add_weight(
                 shape=(input_shape[0], self.units), initializer="zeros", trainable=False,
                 name="membrane_state", dtype="float32", autocast=False)
+        self._build_feedback()
+
+    @property
+    def is_dfa_hidden(self):
+        """A DFA hidden layer: use_dfa, output_units set, not the output layer."""
+        return bool(self.use_dfa) and self.output_units is not None and not self.is_output_layer
+
+    def _build_feedback(self):
+        if not self.is_dfa_hidden:
+            return
+        # Fixed random feedback B [output_units, units], uniform in
+        # +-1/sqrt(output_units): scaled by the fan of the projection e @ B,
+        # as Nokland (2016, "Direct feedback alignment provides learning in
+        # deep neural networks") scales his random feedback matrices, so that
+        # the projected error does not grow with the number of outputs.
+        initializer = self.feedback_initializer or keras.initializers.VarianceScaling(
+            scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+        self.feedback = self.add_weight(shape=(self.output_units, self.units),
+                                        initializer=initializer, trainable=False,
+                                        name="feedback", autocast=False)
 
     def reset_states(self):
         """Zeroes the membrane carried across calls (stateful=True)."""
@@ -221,6 +275,11 @@ class LIFLayer(keras.layers.Layer):
 
     def call(self, inputs, initial_state=None, training=None):
         x = tf.convert_to_tensor(inputs)
+        dfa_spikes = getattr(_dfa_step, "spikes", None)
+        if dfa_spikes is not None:
+            x = tf.stop_gradient(x)  # DFA: no gradient flows into the layer below
+        elif training is True and self.is_dfa_hidden:
+            _warn_dfa_without_dfa_model(self.name)
         features = self.w.shape[0]
         shape = tf.shape(x)
         # One GEMM over all time steps: [batch * time, features] @ [features, units].
@@ -243,6 +302,8 @@ class LIFLayer(keras.layers.Layer):
             return_state=True, bias=tf.cast(self.b, x.dtype))
         if self.membrane_state is not None:
             self.membrane_state.assign(final_membrane)
+        if dfa_spikes is not None and self.is_dfa_hidden:
+            dfa_spikes.append((self, spikes))
         return (spikes, final_membrane) if self.return_state else spikes
 
     def compute_output_spec(self, inputs, initial_state=None, training=None):
@@ -265,5 +326,7 @@ class LIFLayer(keras.layers.Layer):
             implementation=self.implementation, alpha=self.alpha, surrogate=self.surrogate,
             reset=self.reset, detach_reset=self.detach_reset, trainable_tau=self.trainable_tau,
             trainable_threshold=self.trainable_threshold, return_state=self.return_state,
-            stateful=self.stateful)
+            stateful=self.stateful,
+            feedback_initializer=(None if self.feedback_initializer is None else
+                                  keras.initializers.serialize(self.feedback_initializer)))
         return config
