@@ -108,6 +108,37 @@ def test_compare_trains_both_from_the_same_weights(digits_npz, tmp_path, capsys)
                                rtol=1e-3)
 
 
+def test_training_dfa_end_to_end(digits_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--training", "dfa", "--verbose", "0")) == 0
+    stdout = capsys.readouterr().out
+    assert "== fused LIFLayer, trained by DFA" in stdout and "test accuracy" in stdout
+    summary = _summary(out)
+    assert summary["config"]["training"] == "dfa"
+    assert list(summary["results"]) == ["fused dfa"]
+    result = summary["results"]["fused dfa"]
+    assert result["training"] == "dfa" and result["implementation"] == "fused"
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and np.isfinite(result["history"]["loss"][0])
+    assert summary["comparisons"] == {} and summary["speedup"] is None
+
+
+def test_training_both_compares_the_rules_side_by_side(digits_npz, tmp_path, capsys):
+    """Backprop and DFA from the same initial weights: the models differ only
+    in the rule (the first batch's forward pass, hence its loss, is the same)."""
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--training", "both", "--epochs", "2",
+                          "--verbose", "0")) == 0
+    stdout = capsys.readouterr().out
+    assert "fused dfa" in stdout and "(fused: backprop / DFA median step)" in stdout
+    summary = _summary(out)
+    assert list(summary["results"]) == ["fused", "fused dfa"]
+    backprop, dfa = summary["results"]["fused"], summary["results"]["fused dfa"]
+    assert (backprop["training"], dfa["training"]) == ("backprop", "dfa")
+    step = summary["comparisons"]["backprop / DFA (fused)"]["training_step"]
+    assert step == pytest.approx(backprop["median_step_ms"] / dfa["median_step_ms"])
+    assert backprop["history"]["loss"] != dfa["history"]["loss"]  # the rules differ
+
+
 def test_train_without_matplotlib_says_which_extra(digits_npz, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     out = tmp_path / "out"

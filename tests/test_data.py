@@ -114,6 +114,11 @@ def test_npz_missing_arrays_is_a_clear_error(tmp_path):
         data.load_mnist(str(path))
     with pytest.raises(data.DataUnavailableError, match="cannot read"):
         data.load_mnist(str(tmp_path / "nonexistent.npz"))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "text.npz").write_text("not an npz")
+    for name in ("empty.npz", "text.npz"):
+        with pytest.raises(data.DataUnavailableError, match="cannot read"):
+            data.load_mnist(str(tmp_path / name))
 
 
 def test_no_source_names_every_option(monkeypatch):

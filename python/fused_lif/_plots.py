@@ -23,17 +23,19 @@ def plot_curves(Figure, results, path):
 
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     axes = fig.subplots(1, 3)
-    styles = {"fused": "-", "reference": "--"}
+    styles = {"fused": "-", "reference": "--"}  # line style by implementation
+    colors = {"backprop": ("C0", "C1"), "dfa": ("C2", "C3")}  # train, validation by rule
     for name, result in results.items():
         h = result["history"]
         epochs = range(1, len(h["loss"]) + 1)
-        ls = styles.get(name, "-")
-        axes[0].plot(epochs, h["loss"], ls, color="C0", label=f"{name} train")
-        axes[1].plot(epochs, h["spike_categorical_accuracy"], ls, color="C0",
+        ls = styles.get(result.get("implementation"), "-")
+        train_color, val_color = colors.get(result.get("training"), ("C0", "C1"))
+        axes[0].plot(epochs, h["loss"], ls, color=train_color, label=f"{name} train")
+        axes[1].plot(epochs, h["spike_categorical_accuracy"], ls, color=train_color,
                      label=f"{name} train")
         if "val_loss" in h:
-            axes[0].plot(epochs, h["val_loss"], ls, color="C1", label=f"{name} validation")
-            axes[1].plot(epochs, h["val_spike_categorical_accuracy"], ls, color="C1",
+            axes[0].plot(epochs, h["val_loss"], ls, color=val_color, label=f"{name} validation")
+            axes[1].plot(epochs, h["val_spike_categorical_accuracy"], ls, color=val_color,
                          label=f"{name} validation")
         axes[2].plot(epochs, result["epoch_seconds"], ls, marker="o", label=name)
     axes[0].set(title="spike-count cross-entropy", xlabel="epoch")

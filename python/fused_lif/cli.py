@@ -78,6 +78,11 @@ def build_parser():
     train.add_argument("--compare", action="store_true",
                        help="train both implementations from the same initial weights and "
                             "print accuracy and epoch time side by side")
+    train.add_argument("--training", choices=("backprop", "dfa", "both"), default="backprop",
+                       help="training rule: backprop (default), dfa (direct feedback "
+                            "alignment: fused_lif.DFAModel), or both side by side from the "
+                            "same initial weights (DFA needs a larger --learning-rate, e.g. "
+                            "3e-3, to match backprop in 10 epochs)")
     train.add_argument("--samples", type=_positive_int, default=1000,
                        help="training digits, before the validation split (default: 1000)")
     train.add_argument("--validation-split", type=_fraction, default=0.2,
@@ -209,17 +214,19 @@ def _data_line(data, args):
             f"max_rate={args.max_rate}; {data.input_dim}-{args.hidden_units}-10 LIF network")
 
 
-def _train_all(experiment, implementations, data, args):
-    """Trains each implementation from the same initial weights; prints a
-    heading before each. Returns ({name: model}, {name: result})."""
+def _train_all(experiment, runs, data, args):
+    """Trains each run from the same initial weights; prints a heading before
+    each. Returns ({name: model}, {name: result})."""
     weights = experiment.initial_weights(args, data.input_dim)
     print(_data_line(data, args), flush=True)
     models, results = {}, {}
-    for name in implementations:
+    for name, (implementation, training) in runs.items():
         epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
-        print(f"\n== {name} LIFLayer: {epochs}, batch {args.batch_size}, "
+        rule = "" if training == "backprop" else ", trained by DFA"
+        print(f"\n== {implementation} LIFLayer{rule}: {epochs}, batch {args.batch_size}, "
               f"Adam {args.learning_rate:g}", flush=True)
-        models[name], results[name] = experiment.train_one(name, weights, data, args)
+        models[name], results[name] = experiment.train_one(implementation, training, weights,
+                                                           data, args)
     return models, results
 
 
@@ -227,7 +234,7 @@ def _cell(value, spec=".3f"):
     return "-" if value is None else format(value, spec)
 
 
-def _report(results, speedup, epochs):
+def _report(results, compared, epochs):
     names = list(results)
     rows = [
         (f"validation accuracy (epoch {epochs})", "validation_accuracy", ".3f"),
@@ -241,16 +248,19 @@ def _report(results, speedup, epochs):
                      ".2f"))
     rows.append((f"training step, ms (median, {later})", "median_step_ms", ".1f"))
     width = max(len(r[0]) for r in rows)
-    lines = ["".join([" " * width] + [f"{n:>12}" for n in names])]
+    column = max(12, *(len(n) + 2 for n in names))
+    lines = ["".join([" " * width] + [f"{n:>{column}}" for n in names])]
     for label, key, spec in rows:
-        lines.append(label.ljust(width) + "".join(f"{_cell(results[n][key], spec):>12}"
+        lines.append(label.ljust(width) + "".join(f"{_cell(results[n][key], spec):>{column}}"
                                                   for n in names))
-    if speedup is not None:
-        for kind, note in (("training_step", "reference / fused median step"),
-                           ("epoch", "reference / fused epoch time, validation included")):
+    for pair, speedup in compared.items():
+        slow, fast = pair.split(" (")[0].split(" / ")
+        for kind, what in (("training_step", "median step"),
+                           ("epoch", "epoch time, validation included")):
             if speedup[kind] is not None:
                 lines.append(f"speedup, {kind.replace('_', ' ')}".ljust(width)
-                             + f"{speedup[kind]:>11.2f}x   ({note})")
+                             + f"{speedup[kind]:>{column - 1}.2f}x   ({pair.split(' (')[1][:-1]}: "
+                             f"{slow} / {fast} {what})")
     return "\n".join(lines)
 
 
@@ -259,8 +269,8 @@ def _train_command(args):
     from fused_lif.data import DataUnavailableError
 
     wall_start = time.perf_counter()
-    implementations = ["fused", "reference"] if args.compare else [args.implementation]
-    if "fused" in implementations and not _fused_library_loads():
+    runs = experiment.runs(args)
+    if any(impl == "fused" for impl, _ in runs.values()) and not _fused_library_loads():
         return 1
     Figure = _figure_class()
     try:
@@ -272,16 +282,16 @@ def _train_command(args):
         _err(f"fused-lif: {data.source} has {data.available_train} training digits; using all "
              f"of them (--samples {args.samples}).")
 
-    models, results = _train_all(experiment, implementations, data, args)
-    speedup = experiment.speedups(results, args.epochs) if args.compare else None
+    models, results = _train_all(experiment, runs, data, args)
+    compared = experiment.comparisons(results, args.epochs)
     print()
-    print(_report(results, speedup, args.epochs))
+    print(_report(results, compared, args.epochs))
 
     os.makedirs(args.out, exist_ok=True)
     files = (_plots.write_figures(Figure, models, results, data.raw_test, args)
              if Figure is not None else [])
     files.append(os.path.join(args.out, SUMMARY_FILE))
-    summary = experiment.summary(args, args.argv, data, results, speedup,
+    summary = experiment.summary(args, args.argv, data, results, compared,
                                  [os.path.basename(f) for f in files],
                                  time.perf_counter() - wall_start)
     with open(files[-1], "w") as f:

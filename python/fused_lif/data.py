@@ -74,7 +74,7 @@ def _from_npz(path):
                     f"{path}: missing arrays {missing}; --data needs an .npz with the keras "
                     f"layout: {', '.join(NPZ_KEYS)} (like keras' mnist.npz)")
             arrays = [f[k] for k in NPZ_KEYS]
-    except OSError as e:
+    except (OSError, EOFError, ValueError) as e:  # unreadable, empty, not an .npz
         raise DataUnavailableError(f"cannot read --data {path}: {_one_line(e)}") from e
     return MNIST(*arrays, source=f"npz:{path}")
 

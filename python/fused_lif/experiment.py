@@ -1,8 +1,9 @@
 """The seed notebook's experiment, as `fused-lif train` runs it (the command
 parses and prints; this computes): MNIST rate-coded into spike trains, the
 784-128-10 LIF network trained with Adam, held-out test digits; each
-implementation from the same initial weights and batch order. `config` is the
-`train` command's options (an argparse.Namespace)."""
+run (an implementation, fused or reference, with a training rule, backprop or
+direct feedback alignment) from the same initial weights and batch order.
+`config` is the `train` command's options (an argparse.Namespace)."""
 
 import dataclasses
 import math
@@ -19,14 +20,14 @@ from .encoding import rate_encode, rate_encode_tf
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
 from .models import create_snn_model
 
-__all__ = ["EpochTimer", "Data", "prepare_data", "initial_weights", "train_one",
-           "speedups", "summary"]
+__all__ = ["EpochTimer", "Data", "prepare_data", "runs", "initial_weights", "train_one",
+           "speedups", "comparisons", "summary"]
 
 EVAL_BATCH_SIZE = 256
 NUM_CLASSES = 10
 # The train command's options that summary.json records.
-CONFIG_KEYS = ("implementation", "compare", "samples", "validation_split", "test_samples",
-               "epochs", "batch_size", "time_steps", "max_rate", "hidden_units",
+CONFIG_KEYS = ("implementation", "compare", "training", "samples", "validation_split",
+               "test_samples", "epochs", "batch_size", "time_steps", "max_rate", "hidden_units",
                "learning_rate", "seed", "data")
 
 
@@ -108,14 +109,28 @@ def prepare_data(config):
                 x_train.shape[1])
 
 
-def build_model(implementation, config, input_dim):
+def runs(config):
+    """{run name: (implementation, training rule)} that the command trains:
+    fused (or --implementation), and the reference too with --compare; by
+    backprop, by DFA, or each by both (--training both). Backprop runs are
+    named by their implementation alone, DFA runs "<implementation> dfa"."""
+    implementations = ["fused", "reference"] if config.compare else [config.implementation]
+    rules = ["backprop", "dfa"] if config.training == "both" else [config.training]
+    return {(impl if rule == "backprop" else f"{impl} dfa"): (impl, rule)
+            for rule in rules for impl in implementations}
+
+
+def build_model(implementation, training, config, input_dim):
     return create_snn_model(input_dim, config.hidden_units, NUM_CLASSES, config.time_steps,
-                            implementation=implementation)
+                            implementation=implementation, training=training)
 
 
 def initial_weights(config, input_dim):
-    """One set of initial weights for every implementation."""
-    return build_model("reference", config, input_dim).get_weights()
+    """One set of initial (trainable) weights for every run; a DFA run's
+    fixed feedback weights come from its own seeded initializer."""
+    keras.utils.set_random_seed(config.seed)
+    return [w.numpy() for w in build_model("reference", "backprop", config,
+                                           input_dim).trainable_weights]
 
 
 def _mean(values):
@@ -126,11 +141,15 @@ def _median_or_none(values):
     return statistics.median(values) if values else None
 
 
-def train_one(implementation, weights, data, config):
-    """Trains one implementation from `weights`, evaluates it on the test
-    digits; returns (model, result dict: history, times, accuracies)."""
-    model = build_model(implementation, config, data.input_dim)
-    model.set_weights(weights)
+def train_one(implementation, training, weights, data, config):
+    """Trains one implementation by one training rule from `weights`,
+    evaluates it on the test digits; returns (model, result dict: history,
+    times, accuracies)."""
+    keras.utils.set_random_seed(config.seed)  # the same feedback weights for every DFA run
+    model = build_model(implementation, training, config, data.input_dim)
+    assert len(model.trainable_weights) == len(weights), "one model's weights for another"
+    for variable, value in zip(model.trainable_weights, weights):
+        variable.assign(value)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
                   loss=spike_categorical_crossentropy, metrics=[spike_categorical_accuracy])
     timer = EpochTimer()
@@ -141,6 +160,8 @@ def train_one(implementation, weights, data, config):
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     steady_step = _median_or_none(timer.steady_steps())
     result = {
+        "implementation": implementation,
+        "training": training,
         "history": history,
         "epoch_seconds": timer.seconds,
         "first_epoch_seconds": timer.seconds[0],
@@ -166,10 +187,10 @@ def train_one(implementation, weights, data, config):
     return model, result
 
 
-def speedups(results, epochs):
-    """Reference / fused: the median training step, and the epoch time (epochs
-    2+, or the first epoch when there is only one)."""
-    fused, ref = results["fused"], results["reference"]
+def speedups(results, epochs, slow="reference", fast="fused"):
+    """results[slow] / results[fast]: the median training step, and the epoch
+    time (epochs 2+, or the first epoch when there is only one)."""
+    fused, ref = results[fast], results[slow]
     epoch_key = "median_epoch_seconds_after_first" if epochs > 1 else "first_epoch_seconds"
     return {
         "training_step": (ref["median_step_ms"] / fused["median_step_ms"]
@@ -178,8 +199,28 @@ def speedups(results, epochs):
     }
 
 
-def summary(config, argv, data, results, speedup, files, wall_seconds):
-    """What summary.json holds: configuration, data, results, speedups, versions."""
+def comparisons(results, epochs):
+    """The speedups a run of several models shows: reference / fused for each
+    training rule with both implementations, and backprop / DFA for each
+    implementation trained by both. {label: speedups dict}."""
+    out = {}
+    for suffix in ("", " dfa"):
+        if f"fused{suffix}" in results and f"reference{suffix}" in results:
+            rule = "DFA" if suffix else "backprop"
+            out[f"reference / fused ({rule})"] = speedups(results, epochs, f"reference{suffix}",
+                                                          f"fused{suffix}")
+    for impl in ("fused", "reference"):
+        if impl in results and f"{impl} dfa" in results:
+            out[f"backprop / DFA ({impl})"] = speedups(results, epochs, impl, f"{impl} dfa")
+    return out
+
+
+def summary(config, argv, data, results, compared, files, wall_seconds):
+    """What summary.json holds: configuration, data, results (one per run,
+    each naming its implementation and training rule), speedups, versions.
+    `compared` is `comparisons(...)`; "speedup" is its reference / fused by
+    backprop, when there is one."""
+    speedup = compared.get("reference / fused (backprop)")
     return {
         "argv": argv,
         "config": {k: getattr(config, k) for k in CONFIG_KEYS},
@@ -192,6 +233,7 @@ def summary(config, argv, data, results, speedup, files, wall_seconds):
             "epoch": ("reference / fused median epoch time, epochs 2+" if config.epochs > 1
                       else "reference / fused first epoch time, incl. tracing"),
         },
+        "comparisons": compared,
         "epoch_time_includes": "training steps and the validation pass",
         "versions": {"fused_lif": __version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__, "numpy": np.__version__},
