@@ -33,6 +33,18 @@ def test_training_step(run_benchmark, benchmark, cache, shape_name, implementati
     assert np.isfinite(loss.numpy())
 
 
+def test_dfa_training_step(run_benchmark, cache, shape_name):
+    """The same network and step trained by direct feedback alignment
+    (fused_lif.DFAModel, fused layers), from the same initial weights."""
+    shape = bm.get_shape(shape_name)
+    model = cache.get(("dfa-model", shape.name),
+                      lambda: bm.build_models(shape, ("fused-dfa",))["fused-dfa"])
+    x, y = cache.get(("model-inputs", shape.name), lambda: bm.model_inputs(shape))
+    loss = run_benchmark(bm.training_step(model), (x, y), group=f"training step: {shape}",
+                         **_info(shape, kind="model-step", implementation="fused-dfa"))
+    assert np.isfinite(loss.numpy())
+
+
 def test_training_step_without_scan(run_benchmark, cache, shape_name):
     """The same step with the LIF scan removed (x @ w + b per layer): the
     matmuls, bias, loss and Adam alone, a floor for any implementation."""

@@ -104,6 +104,8 @@ def test_ratio_table_from_benchmark_json():
         _result("gemm-floor", 0.0018, shape="seed", implementation="gemm-floor"),
         _result("model-step", 0.004, shape="seed", implementation="no-scan"),
         _result("model-step", 0.120, shape="medium", implementation="fused"),
+        _result("model-step", 0.114, shape="medium", implementation="fused-dfa"),
+        _result("model-step", 0.0021, shape="seed", implementation="fused-dfa"),
         _result("gemm-floor", 0.100, shape="medium", implementation="gemm-floor"),
         _result("gemm-floor-needed", 0.080, shape="medium", implementation="gemm-floor-needed"),
         _result("op-forward-backward", 0.010, shape="medium", implementation="fused",
@@ -129,6 +131,9 @@ def test_ratio_table_from_benchmark_json():
     assert floor["measured"] == pytest.approx(1.2) and floor["verdict"] == "MISSED"
     assert "1.50x" in floor["detail"]  # vs the 5 GEMMs the step runs
     assert found[("training step: fused / GEMM floor (info)", "seed")]["verdict"] == "-"
+    dfa = found[("training step: DFA / backprop", "medium")]
+    assert dfa["measured"] == pytest.approx(0.95) and dfa["verdict"] == "met"
+    assert found[("training step: DFA / backprop (info)", "seed")]["verdict"] == "-"
     bandwidth = found[("LIF op fwd+bwd: bandwidth / copy bandwidth", "medium")]
     assert bandwidth["measured"] == pytest.approx(0.8) and bandwidth["verdict"] == "MISSED"
     memory = found[("peak host memory, one layer step: fused / reference", "64x500x700x512")]

@@ -81,10 +81,13 @@ def build_models(shape, implementations=IMPLEMENTATIONS, seed=0, builders=None):
         else:
             model = create_snn_model(shape.inputs, shape.hidden, shape.outputs, shape.time,
                                      implementation=implementation)
+        # Trainable weights only: a DFA model also has its fixed feedback.
         if weights is None:
-            weights = model.get_weights()
+            weights = [w.numpy() for w in model.trainable_weights]
         else:
-            model.set_weights(weights)
+            assert len(weights) == len(model.trainable_weights), implementation
+            for variable, value in zip(model.trainable_weights, weights):
+                variable.assign(value)
         models[implementation] = model
     return models
 
@@ -106,16 +109,24 @@ def loss_and_gradients(model):
 
 
 def training_step(model, learning_rate=1e-3):
-    """tf.function (x, y) -> loss: forward, backward, Adam, as the seed trains."""
+    """tf.function (x, y) -> loss: forward, backward, Adam, as the seed trains;
+    a `DFAModel` computes its gradients by direct feedback alignment."""
     import keras
     import tensorflow as tf
 
     from .losses import spike_categorical_crossentropy
 
     optimizer = keras.optimizers.Adam(learning_rate)
+    dfa = hasattr(model, "dfa_gradients")
+    if dfa and not model.compiled:
+        model.compile(loss=spike_categorical_crossentropy)  # the loss dfa_gradients uses
 
     @tf.function
     def step(x, y):
+        if dfa:
+            loss, gradients = model.dfa_gradients(x, y)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss
         with tf.GradientTape() as tape:
             spikes = model(x, training=True)
             loss = tf.reduce_mean(spike_categorical_crossentropy(y, spikes))
