@@ -3,6 +3,7 @@ registered gradient, and `lif_scan`, the fused counterpart of
 `fused_lif.reference.lif_scan`.
 """
 
+import ctypes
 import os
 import threading
 
@@ -10,16 +11,18 @@ import tensorflow as tf
 
 from . import _params
 
-__all__ = ["lif_scan", "load_library", "is_available", "FusedOpUnavailableError"]
+__all__ = ["lif_scan", "load_library", "is_available", "check_gpus", "FusedOpUnavailableError"]
 
 _LIBRARY_FILE = "_lif_ops.so"
 _lock = threading.Lock()
 _library = None
 _load_error = None
+_gpu_problems = {}  # CUDA device ordinal -> "" (usable) or why the kernels cannot run there
 
 
 class FusedOpUnavailableError(RuntimeError):
-    """The compiled op library is missing or cannot be loaded."""
+    """The compiled op library is missing, cannot be loaded, or has no kernels
+    that a GPU TensorFlow uses can run."""
 
 
 def library_path():
@@ -68,6 +71,30 @@ def load_library():
         if _load_error is not None:
             raise FusedOpUnavailableError(_explain(*_load_error))
         return _library
+
+
+def check_gpus():
+    """Raises FusedOpUnavailableError if a GPU that TensorFlow uses cannot run
+    the library's CUDA kernels: no code for its architecture (the message
+    names its compute capability, the architectures built and the rebuild
+    command), or a driver too old for the CUDA runtime built in. Asks the
+    library once per GPU; nothing to check for a CPU-only build or TensorFlow.
+    """
+    load_library()
+    from ._build_info import WITH_CUDA
+    if not WITH_CUDA:
+        return  # no GPU kernels registered: TensorFlow runs the op on the CPU
+    for gpu in tf.config.get_visible_devices("GPU"):
+        ordinal = int(gpu.name.rsplit(":", 1)[1])
+        with _lock:
+            if ordinal not in _gpu_problems:
+                check = ctypes.CDLL(library_path()).fused_lif_cuda_check_device
+                check.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+                message = ctypes.create_string_buffer(2048)
+                unusable = check(ordinal, message, len(message))
+                _gpu_problems[ordinal] = message.value.decode() if unusable else ""
+        if _gpu_problems[ordinal]:
+            raise FusedOpUnavailableError(_gpu_problems[ordinal])
 
 
 def is_available():
@@ -124,6 +151,7 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     if bias is None:
         bias = tf.zeros([], currents.dtype)
     initial = _params.initial_membrane(initial_membrane, currents)
+    check_gpus()
     spikes, _, final_membrane = load_library().fused_lif_lif_forward(
         currents, bias, decay, threshold, initial, alpha=float(alpha), surrogate=surrogate,
         reset=reset, detach_reset=bool(detach_reset), param_grads=param_grads,
