@@ -56,7 +56,9 @@ enum class Reset : int { kZero = 0, kSubtract = 1, kNone = 2 };
 
 // Round-to-nearest multiply and add that the compiler may not fuse into an
 // FMA: TensorFlow computes the reference as separate ops, so must we.
-// (Host code is also compiled with -ffp-contract=off.)
+// (Host code is also compiled with -ffp-contract=off, device code with
+// --fmad=false. Subnormals are flushed to zero on both: TensorFlow sets
+// FTZ/DAZ while its CPU kernels run, and the CUDA code has --ftz=true.)
 LIF_HOST_DEVICE float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);

@@ -18,6 +18,9 @@
 
 #include <algorithm>
 #include <string>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #include <utility>
 #include <vector>
 
@@ -35,6 +38,20 @@ using fused_lif::Surrogate;
 using Array = py::array_t<float, py::array::c_style>;
 
 namespace {
+
+// Subnormal floats flushed to zero (FTZ) and read as zero (DAZ) while the CPU
+// and emulated kernels run, as TensorFlow runs its CPU kernels and as the
+// CUDA kernels are compiled (--ftz=true): the same floats on every device.
+class ScopedFlushDenormal {
+ public:
+#if defined(__SSE__) || defined(__x86_64__)
+  ScopedFlushDenormal() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
+  ~ScopedFlushDenormal() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
+};
 
 // The result types (collections.namedtuple), made when the module loads.
 py::handle forward_result_type, backward_result_type;
@@ -243,6 +260,7 @@ py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_o
   fused_lif::LifCudaStatus status;
   if (a.batch * a.neurons > 0) {
     py::gil_scoped_release release;
+    ScopedFlushDenormal flush;
     if (on == Device::kCpu) {
       fused_lif::lif_forward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
     } else if (on == Device::kEmulated) {
@@ -309,6 +327,7 @@ py::object lif_backward(const py::handle& grad_obj, const py::handle& pre_reset_
   fused_lif::LifCudaStatus status;
   {
     py::gil_scoped_release release;
+    ScopedFlushDenormal flush;
     if (on == Device::kCpu) {
       fused_lif::lif_backward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
       fused_lif::lif_backward_reduce_cpu<float>(a);

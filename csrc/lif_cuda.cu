@@ -3,9 +3,10 @@
 // lif_cuda_threads.h's too. No TensorFlow header: launchers take raw pointers
 // and the op's stream.
 //
-// Compiled with --fmad=false: every a·b + c is a rounded multiply then a
-// rounded add, as on the CPU (-ffp-contract=off), so the GPU's spikes and
-// gradients are the CPU's, bit for bit.
+// Compiled with --fmad=false (every a·b + c is a rounded multiply then a
+// rounded add, as on the CPU, -ffp-contract=off) and --ftz=true (subnormals
+// flushed to zero, as TensorFlow runs its CPU kernels), so the GPU's spikes
+// and gradients are the CPU's, bit for bit.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

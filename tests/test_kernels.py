@@ -252,3 +252,17 @@ def test_sigmoid_surrogate_gradient_uses_exp_within_two_ulp():
         want = oracle.backward(g, x, 5.0, 1.0, alpha, "sigmoid")[0]
         assert np.all(np.isfinite(got))
         assert_close_scaled(got, want, 1e-5, f"alpha={alpha}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_subnormals_flush_to_zero_as_tensorflow_cpu_kernels_do(device):
+    """TensorFlow runs CPU kernels with FTZ/DAZ set and the CUDA kernels are
+    built with --ftz=true: subnormal floats read and come out as zero on every
+    device, so all give the same floats (numpy would keep them)."""
+    need(device)
+    x = np.zeros((1, 3, 2), np.float32)
+    x[0, 0] = [1e-39, 1e-37]  # a subnormal current; a normal one that decays below 2^-126
+    got = kernels.lif_forward(x, 0.001, 1.0, device=device)
+    np.testing.assert_array_equal(got.pre_reset_membrane[0, :, 0], [0, 0, 0])
+    np.testing.assert_array_equal(got.pre_reset_membrane[0, :, 1], [np.float32(1e-37), 0, 0])
+    assert oracle.forward(x, 1 / 0.999, 1.0)[1][0, 1, 1] != 0  # numpy keeps the subnormal
