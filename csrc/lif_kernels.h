@@ -105,7 +105,8 @@ inline std::string describe_cuda_failure(const LifCudaStatus& status, const char
 // op's error, of fused_lif's fallback warning and of FusedOpUnavailableError.
 inline std::string describe_unusable_device(const LifCudaStatus& status, int device, int major,
                                             int minor) {
-  const std::string cc = std::to_string(major) + "." + std::to_string(minor);
+  const std::string cc =
+      major > 0 ? std::to_string(major) + "." + std::to_string(minor) : std::string("unknown");
   const std::string arch = std::to_string(major) + std::to_string(minor);
   std::string out = "fused-lif: the CUDA kernels cannot run on GPU " + std::to_string(device) +
                     " (compute capability " + cc + "): " + lif_cuda_error_string(status.error) +

@@ -308,8 +308,7 @@ def test_unusable_gpu_falls_back_with_one_warning_or_raises(monkeypatch):
     """A GPU that the kernels cannot run on (no image for its architecture):
     "auto" falls back to the reference with one warning that says why and how
     to rebuild; "fused" raises FusedOpUnavailableError with the same words.
-    (Simulated: the library's answer for GPU 0 is set, and TensorFlow is told
-    to report one GPU.)"""
+    (Simulated: the library's answer about the GPUs is set.)"""
     from fused_lif import _build_info, layer
 
     if not _build_info.WITH_CUDA:
@@ -318,10 +317,7 @@ def test_unusable_gpu_falls_back_with_one_warning_or_raises(monkeypatch):
            "image is available for execution on the device (cudaErrorNoKernelImageForDevice). "
            "This build has CUDA code for architectures 80-real. Rebuild for this GPU: ... "
            "-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=70-real .")
-    fake_gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
-    monkeypatch.setattr(tf.config, "get_visible_devices",
-                        lambda kind=None: [fake_gpu] if kind == "GPU" else [])
-    monkeypatch.setitem(ops._gpu_problems, 0, why)
+    monkeypatch.setattr(ops, "_gpu_problem", why)
     monkeypatch.setattr(layer, "_warned_fallback", False)
     with pytest.warns(RuntimeWarning) as caught:
         assert layer.resolve_implementation("auto") is reference
@@ -332,3 +328,22 @@ def test_unusable_gpu_falls_back_with_one_warning_or_raises(monkeypatch):
         layer.resolve_implementation("fused")
     with pytest.raises(fused_lif.FusedOpUnavailableError, match="compute capability 7.0"):
         fused_lif.lif_scan(make_currents((1, 2, 3)))
+
+
+def test_gpu_check_asks_the_library_about_each_visible_gpu(monkeypatch):
+    """The path from ops.check_gpus to the library's device check, on a
+    machine without a GPU: TensorFlow is made to report GPU 0, the library
+    finds none it can run on and says why, naming the architectures built."""
+    from fused_lif import _build_info
+
+    if not _build_info.WITH_CUDA or has_gpu():
+        pytest.skip("needs a CUDA build on a machine without a GPU")
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda device_type=None: (
+        [tf.config.LogicalDevice("/device:GPU:0", "GPU")] if device_type == "GPU" else []))
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda device_type=None: (
+        [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")] if device_type == "GPU" else []))
+    monkeypatch.setattr(ops, "_gpu_problem", None)
+    with pytest.raises(fused_lif.FusedOpUnavailableError,
+                       match=r"cannot run on GPU 0 \(compute capability") as raised:
+        ops.check_gpus()
+    assert _build_info.CUDA_ARCHITECTURES in str(raised.value)

@@ -17,7 +17,7 @@ _LIBRARY_FILE = "_lif_ops.so"
 _lock = threading.Lock()
 _library = None
 _load_error = None
-_gpu_problems = {}  # CUDA device ordinal -> "" (usable) or why the kernels cannot run there
+_gpu_problem = None  # not asked yet; "" if every GPU can run the kernels, else why not
 
 
 class FusedOpUnavailableError(RuntimeError):
@@ -78,23 +78,32 @@ def check_gpus():
     the library's CUDA kernels: no code for its architecture (the message
     names its compute capability, the architectures built and the rebuild
     command), or a driver too old for the CUDA runtime built in. Asks the
-    library once per GPU; nothing to check for a CPU-only build or TensorFlow.
+    library once per process; nothing to ask for a CPU-only build or TensorFlow.
     """
+    global _gpu_problem
     load_library()
+    with _lock:
+        if _gpu_problem is None:
+            _gpu_problem = _ask_library_about_gpus()
+    if _gpu_problem:
+        raise FusedOpUnavailableError(_gpu_problem)
+
+
+def _ask_library_about_gpus():
     from ._build_info import WITH_CUDA
     if not WITH_CUDA:
-        return  # no GPU kernels registered: TensorFlow runs the op on the CPU
+        return ""  # no GPU kernels registered: TensorFlow runs the op on the CPU
+    # TensorFlow first sets up its GPUs (their CUDA contexts, which the
+    # library's runtime then shares), then the library checks each.
+    if not tf.config.list_logical_devices("GPU"):
+        return ""
+    check = ctypes.CDLL(library_path()).fused_lif_cuda_check_device
+    check.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     for gpu in tf.config.get_visible_devices("GPU"):
-        ordinal = int(gpu.name.rsplit(":", 1)[1])
-        with _lock:
-            if ordinal not in _gpu_problems:
-                check = ctypes.CDLL(library_path()).fused_lif_cuda_check_device
-                check.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-                message = ctypes.create_string_buffer(2048)
-                unusable = check(ordinal, message, len(message))
-                _gpu_problems[ordinal] = message.value.decode() if unusable else ""
-        if _gpu_problems[ordinal]:
-            raise FusedOpUnavailableError(_gpu_problems[ordinal])
+        message = ctypes.create_string_buffer(2048)
+        if check(int(gpu.name.rsplit(":", 1)[1]), message, len(message)):
+            return message.value.decode()
+    return ""
 
 
 def is_available():
