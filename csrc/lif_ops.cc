@@ -218,9 +218,10 @@ void RunTiles(OpKernelContext* ctx, const Args& args, Run run) {
   tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args), run);
 }
 
-// Launch<Device, T>: Prepare (once per call, before anything else),
-// Params (decay and threshold, checked in host memory, as the kernels read
-// them), Forward and Backward.
+// Launch<Device, T>, called after the inputs are validated: Prepare (on
+// the GPU: can the kernels run on this device?), Params (decay and
+// threshold, checked in host memory, where the kernels read them from),
+// Forward and Backward.
 template <typename T>
 struct Launch<CPUDevice, T> {
   static Status Prepare(OpKernelContext*) { return Status(); }
