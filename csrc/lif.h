@@ -40,6 +40,8 @@
 #define FUSED_LIF_LIF_H_
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define LIF_HOST_DEVICE __host__ __device__ __forceinline__
@@ -54,7 +56,9 @@ enum class Reset : int { kZero = 0, kSubtract = 1, kNone = 2 };
 
 // Round-to-nearest multiply and add that the compiler may not fuse into an
 // FMA: TensorFlow computes the reference as separate ops, so must we.
-// (Host code is also compiled with -ffp-contract=off.)
+// (Host code is also compiled with -ffp-contract=off, device code with
+// --fmad=false. Subnormals are flushed to zero on both: TensorFlow sets
+// FTZ/DAZ while its CPU kernels run, and the CUDA code has --ftz=true.)
 LIF_HOST_DEVICE float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
@@ -75,6 +79,47 @@ LIF_HOST_DEVICE float sub_rn(float a, float b) {
 #else
   return a - b;
 #endif
+}
+
+// The float with these IEEE-754 bits.
+LIF_HOST_DEVICE float float_from_bits(uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+// e^x from +, ·, comparisons and bit operations only, each rounded to
+// nearest, so that the CPU and the GPU compute the same float (glibc's expf
+// and CUDA's differ in the last bit for some x). Within 2 ulp of e^x;
+// e^NaN = NaN, overflow gives inf and underflow 0, as expf.
+//   n = round(x / ln 2), r = x - n·ln 2 (Cody-Waite: ln 2 in two parts, n·hi
+//   exact), |r| <= ln2/2; e^r = 1 + r + r²/2 + ... + r⁷/7! (error < 1e-8);
+//   e^x = e^r · 2^⌊n/2⌋ · 2^(n-⌊n/2⌋), two exact powers of two, so that
+//   n = 128 (x near 88.7) and subnormal results need no special case.
+LIF_HOST_DEVICE float lif_exp(float x) {
+  // Beyond [-104, 89] e^x rounds to 0 or overflows to inf whatever x is.
+  float xc = x < -104.0f ? -104.0f : x;
+  xc = xc > 89.0f ? 89.0f : xc;
+  xc = x == x ? xc : 0.0f;  // NaN: a finite stand-in, NaN returned below
+  const float kShift = 12582912.0f;  // 1.5 · 2^23: adding it rounds to an integer
+  const float n = sub_rn(add_rn(mul_rn(xc, 1.44269502f), kShift), kShift);
+  const float r = sub_rn(sub_rn(xc, mul_rn(n, 0.693145751953125f)), mul_rn(n, 1.42860677e-06f));
+  float p = 1.98412701e-04f;  // 1/7!
+  p = add_rn(mul_rn(p, r), 1.38888889e-03f);
+  p = add_rn(mul_rn(p, r), 8.33333377e-03f);
+  p = add_rn(mul_rn(p, r), 4.16666679e-02f);
+  p = add_rn(mul_rn(p, r), 1.66666672e-01f);
+  p = add_rn(mul_rn(p, r), 0.5f);
+  const float em1 = add_rn(mul_rn(mul_rn(p, r), r), r);  // e^r - 1
+  const int32_t k = static_cast<int32_t>(n);            // exact: n is an integer in [-150, 129]
+  const int32_t k1 = k / 2, k2 = k - k1;
+  const float scaled = mul_rn(mul_rn(add_rn(1.0f, em1), float_from_bits(static_cast<uint32_t>(k1 + 127) << 23)),
+                              float_from_bits(static_cast<uint32_t>(k2 + 127) << 23));
+  return x == x ? scaled : x;
 }
 
 // I[t] = currents + bias, rounded to the element type T as TensorFlow's add
@@ -114,7 +159,7 @@ LIF_HOST_DEVICE float lif_surrogate(float x, float alpha) {
     return (0.5f * alpha) / (1.0f + z * z);
   }
   if (S == Surrogate::kSigmoid) {
-    const float sig = 1.0f / (1.0f + expf(-alpha * x));
+    const float sig = 1.0f / (1.0f + lif_exp(-alpha * x));
     return alpha * sig * (1.0f - sig);
   }
   const float t = 1.0f - fabsf(alpha * x);

@@ -1,7 +1,10 @@
 // fused_lif.kernels: the fused LIF kernels on float32 numpy arrays, without
 // TensorFlow, so that any machine with a compiler (and a GPU, for
 // device="cuda") can check them against numpy. Same loops, same math header,
-// and the op's inputs and outputs under the op's names:
+// and the op's inputs and outputs under the op's names. device="emulated"
+// runs the CUDA kernels' per-thread functions (lif_cuda_threads.h) on the CPU,
+// over every block and thread of the launches a GPU would get.
+//
 //
 //   lif_forward(currents, decay, threshold, *, bias, initial_membrane, reset, device)
 //     -> LifForwardResult(spikes, pre_reset_membrane, final_membrane)
@@ -15,10 +18,14 @@
 
 #include <algorithm>
 #include <string>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #include <utility>
 #include <vector>
 
 #include "lif_cpu.h"
+#include "lif_cuda_threads.h"
 #include "lif_kernels.h"
 #include "lif_options.h"
 #if FUSED_LIF_WITH_CUDA
@@ -31,6 +38,20 @@ using fused_lif::Surrogate;
 using Array = py::array_t<float, py::array::c_style>;
 
 namespace {
+
+// Subnormal floats flushed to zero (FTZ) and read as zero (DAZ) while the CPU
+// and emulated kernels run, as TensorFlow runs its CPU kernels and as the
+// CUDA kernels are compiled (--ftz=true): the same floats on every device.
+class ScopedFlushDenormal {
+ public:
+#if defined(__SSE__) || defined(__x86_64__)
+  ScopedFlushDenormal() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
+  ~ScopedFlushDenormal() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
+};
 
 // The result types (collections.namedtuple), made when the module loads.
 py::handle forward_result_type, backward_result_type;
@@ -128,20 +149,77 @@ E to_option(const std::string& name, const char* option,
   return value;
 }
 
-bool on_cuda(const std::string& device) {
-  if (device == "cpu") return false;
-  if (device != "cuda") throw py::value_error("device must be 'cpu' or 'cuda', got '" + device + "'");
-#if FUSED_LIF_WITH_CUDA
-  return true;
-#else
+enum class Device { kCpu, kCuda, kEmulated };
+
+Device to_device(const std::string& device) {
+  if (device == "cpu") return Device::kCpu;
+  if (device == "emulated") return Device::kEmulated;
+  if (device != "cuda") {
+    throw py::value_error("device must be 'cpu', 'cuda' or 'emulated', got '" + device + "'");
+  }
+#if !FUSED_LIF_WITH_CUDA
   throw py::value_error("device='cuda': this build of fused_lif.kernels has no CUDA kernels "
                         "(rebuild with -Ccmake.define.FUSED_LIF_CUDA=ON)");
 #endif
+  return Device::kCuda;
 }
 
-void check_cuda(int err) {
-  if (err != 0) throw std::runtime_error(std::string("CUDA error: ") + fused_lif::lif_cuda_error_string(err));
+void check_cuda(const fused_lif::LifCudaStatus& status, const char* what, int64_t batch,
+                int64_t time, int64_t neurons) {
+#if FUSED_LIF_WITH_CUDA
+  if (!status.ok()) {
+    throw std::runtime_error(fused_lif::describe_cuda_failure(status, what, batch, time, neurons));
+  }
+#endif
 }
+
+// The Launch of lif_cuda_threads.h's sequences that runs each launch's
+// threads on the calling CPU thread, block by block, thread by thread (the
+// kernels' threads are independent; the sum tree runs level by level, as
+// its __syncthreads() orders it on the GPU).
+struct EmulatedLaunch {
+  template <typename F>
+  static void grid(fused_lif::LaunchShape shape, F&& thread_work) {
+    for (int64_t block = 0; block < shape.blocks; ++block) {
+      for (unsigned thread = 0; thread < shape.threads; ++thread) {
+        thread_work(static_cast<unsigned>(block), thread, shape.threads);
+      }
+    }
+  }
+  template <typename T, Reset R>
+  fused_lif::LifCudaStatus forward(const fused_lif::LifForwardArgs& a, fused_lif::LaunchShape s) {
+    grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::lif_forward_thread<T, R>(a, b, t, n); });
+    return {};
+  }
+  template <typename T, Surrogate S, Reset R, bool ParamGrads, bool DetachReset>
+  fused_lif::LifCudaStatus backward(const fused_lif::LifBackwardArgs& a, fused_lif::LaunchShape s) {
+    grid(s, [&](unsigned b, unsigned t, unsigned n) {
+      fused_lif::lif_backward_thread<T, S, R, ParamGrads, DetachReset>(a, b, t, n);
+    });
+    return {};
+  }
+  template <typename P>
+  fused_lif::LifCudaStatus sum_over_batch(const fused_lif::SumArgs<P>& sum, fused_lif::LaunchShape s) {
+    grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::sum_over_batch_thread(sum, b, t, n); });
+    return {};
+  }
+  template <typename P>
+  fused_lif::LifCudaStatus sum_all(const fused_lif::SumArgs<P>& sum) {
+    float partial[fused_lif::kSumThreads];
+    for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) {
+      fused_lif::sum_all_load(sum.rows, sum.batch * sum.neurons, i, partial);
+    }
+    for (unsigned width = fused_lif::kSumThreads / 2; width > 0; width /= 2) {
+      for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) fused_lif::sum_all_step(width, i, partial);
+    }
+    for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) fused_lif::sum_all_store(partial, i, sum.out);
+    return {};
+  }
+  fused_lif::LifCudaStatus zero(float* p, int64_t count) {
+    std::fill(p, p + count, 0.0f);
+    return {};
+  }
+};
 
 // A parameter's gradient: shaped like the parameter ([] or [neurons]).
 Array like_param(const std::vector<float>& values, int64_t stride) {
@@ -165,7 +243,7 @@ py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_o
   const Param bias = to_param(bias_obj, "bias", a.neurons);
   const Array initial = to_state(initial_obj, "initial_membrane", a.batch, a.neurons);
   a.reset = to_option(reset, "reset", fused_lif::kResetNames);
-  const bool cuda = on_cuda(device);
+  const Device on = to_device(device);
   Array spikes({a.batch, a.time, a.neurons}), pre_reset({a.batch, a.time, a.neurons});
   Array final_membrane({a.batch, a.neurons});
   a.currents = currents.data();
@@ -179,16 +257,22 @@ py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_o
   a.spikes = spikes.mutable_data();
   a.pre_reset_membrane = pre_reset.mutable_data();
   a.final_membrane = final_membrane.mutable_data();
+  fused_lif::LifCudaStatus status;
   if (a.batch * a.neurons > 0) {
     py::gil_scoped_release release;
-    if (cuda) {
-#if FUSED_LIF_WITH_CUDA
-      check_cuda(fused_lif::lif_forward_cuda_from_host(a));
-#endif
-    } else {
+    ScopedFlushDenormal flush;
+    if (on == Device::kCpu) {
       fused_lif::lif_forward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
+    } else if (on == Device::kEmulated) {
+      EmulatedLaunch launch;
+      status = fused_lif::lif_forward_launches<float>(a, launch);
+    } else {
+#if FUSED_LIF_WITH_CUDA
+      status = fused_lif::lif_forward_cuda_from_host(a);
+#endif
     }
   }
+  check_cuda(status, "currents", a.batch, a.time, a.neurons);
   return forward_result_type(spikes, pre_reset, final_membrane);
 }
 
@@ -217,7 +301,7 @@ py::object lif_backward(const py::handle& grad_obj, const py::handle& pre_reset_
   const Array initial = to_state(initial_obj, "initial_membrane", a.batch, a.neurons);
   a.surrogate = to_option(surrogate, "surrogate", fused_lif::kSurrogateNames);
   a.reset = to_option(reset, "reset", fused_lif::kResetNames);
-  const bool cuda = on_cuda(device);
+  const Device on = to_device(device);
   Array grad_initial({a.batch, a.neurons}), grad_currents({a.batch, a.time, a.neurons});
   std::vector<float> scratch(fused_lif::kScratchRows * a.batch * a.neurons);
   std::vector<float> grad_bias(bias.values.size()), grad_decay(decay.values.size()),
@@ -240,17 +324,23 @@ py::object lif_backward(const py::handle& grad_obj, const py::handle& pre_reset_
   a.grad_decay = grad_decay.data();
   a.grad_threshold = grad_threshold.data();
   a.scratch = scratch.data();
+  fused_lif::LifCudaStatus status;
   {
     py::gil_scoped_release release;
-    if (cuda) {
-#if FUSED_LIF_WITH_CUDA
-      check_cuda(fused_lif::lif_backward_cuda_from_host(a));
-#endif
-    } else {
+    ScopedFlushDenormal flush;
+    if (on == Device::kCpu) {
       fused_lif::lif_backward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
       fused_lif::lif_backward_reduce_cpu<float>(a);
+    } else if (on == Device::kEmulated) {
+      EmulatedLaunch launch;
+      status = fused_lif::lif_backward_launches<float>(a, launch);
+    } else {
+#if FUSED_LIF_WITH_CUDA
+      status = fused_lif::lif_backward_cuda_from_host(a);
+#endif
     }
   }
+  check_cuda(status, "pre_reset_membrane", a.batch, a.time, a.neurons);
   return backward_result_type(grad_currents, like_param(grad_bias, bias.stride),
                               like_param(grad_decay, decay.stride),
                               like_param(grad_threshold, threshold.stride), grad_initial);
@@ -295,7 +385,8 @@ PYBIND11_MODULE(kernels, m) {
     }
 #if FUSED_LIF_WITH_CUDA
     fused_lif::LifCudaTimings t;
-    check_cuda(fused_lif::lif_cuda_benchmark(batch, time, neurons, repeats, &t));
+    check_cuda(fused_lif::lif_cuda_benchmark(batch, time, neurons, repeats, &t), "the benchmark",
+               batch, time, neurons);
     py::dict d;
     d["forward_ms"] = t.forward_ms;
     d["backward_ms"] = t.backward_ms;
@@ -316,4 +407,35 @@ PYBIND11_MODULE(kernels, m) {
     return false;
 #endif
   }, "Whether this build has CUDA kernels and a CUDA device is present.");
+  m.def("cuda_architectures", []() {
+#if FUSED_LIF_WITH_CUDA
+    return std::string(fused_lif::lif_cuda_architectures());
+#else
+    return std::string();
+#endif
+  }, "The CUDA architectures this build has code for (CMAKE_CUDA_ARCHITECTURES); '' if none.");
+  m.def("cuda_check_device", [](int device) -> py::object {
+#if FUSED_LIF_WITH_CUDA
+    int checked = device, major = 0, minor = 0;
+    const fused_lif::LifCudaStatus status = fused_lif::lif_cuda_check_image(&checked, &major, &minor);
+    if (status.ok()) return py::none();
+    return py::str(fused_lif::describe_unusable_device(status, device, major, minor));
+#else
+    (void)device;
+    throw py::value_error("cuda_check_device: this build of fused_lif.kernels has no CUDA kernels");
+#endif
+  }, py::arg("device") = 0,
+     "None if the CUDA kernels can run on this GPU, else why not and how to rebuild.");
+  m.def("cuda_launch_probe", [](unsigned threads) -> py::object {
+#if FUSED_LIF_WITH_CUDA
+    const fused_lif::LifCudaStatus status = fused_lif::lif_cuda_launch_probe(threads);
+    if (status.ok()) return py::none();
+    return py::str(fused_lif::describe_cuda_failure(status, "a probe", 1, 1, threads));
+#else
+    (void)threads;
+    throw py::value_error("cuda_launch_probe: this build of fused_lif.kernels has no CUDA kernels");
+#endif
+  }, py::arg("threads"),
+     "Launches an empty kernel with `threads` threads per block through the kernels' checked "
+     "launch: None on success, else the error message the kernels would raise.");
 }

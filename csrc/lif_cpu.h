@@ -17,6 +17,7 @@
 #include "lif.h"
 #include "lif_dispatch.h"
 #include "lif_kernels.h"
+#include "lif_reduce.h"
 
 namespace fused_lif {
 
@@ -162,12 +163,14 @@ FUSED_LIF_INLINE void backward_tile(const LifBackwardArgs& a, const Tile& tile, 
     const int64_t row = (tile.b * a.time + t) * N + tile.n0;
     if (t > 0) {
       backward_row<T, S, R, ParamGrads, Detach>(
-          tile.len, a.pre_reset_membrane + row, RecomputedVPrev<R>{a.pre_reset_membrane + row - N, st.threshold},
-          grad_spikes + row, grad_currents + row, a.alpha, st);
+          tile.len, a.pre_reset_membrane + row,
+          RecomputedVPrev<R>{a.pre_reset_membrane + row - N, st.threshold}, grad_spikes + row,
+          grad_currents + row, a.alpha, st);
     } else {
       backward_row<T, S, R, ParamGrads, Detach>(
-          tile.len, a.pre_reset_membrane + row, InitialVPrev{a.initial_membrane + tile.b * N + tile.n0},
-          grad_spikes + row, grad_currents + row, a.alpha, st);
+          tile.len, a.pre_reset_membrane + row,
+          InitialVPrev{a.initial_membrane + tile.b * N + tile.n0}, grad_spikes + row,
+          grad_currents + row, a.alpha, st);
     }
   }
 }
@@ -196,19 +199,13 @@ FUSED_LIF_CPU_DISPATCH void backward_tiles(const LifBackwardArgs& a, int64_t beg
 }
 
 // Sums one scratch row [batch, neurons] over the batch (stride 1) or over
-// everything (stride 0), in a fixed order.
+// everything (stride 0), in lif_reduce.h's order (the CUDA kernels' too).
 template <typename P>
 void reduce_scratch(const float* rows, int64_t batch, int64_t neurons, int64_t stride, P* out) {
   if (stride == 1) {
-    for (int64_t n = 0; n < neurons; ++n) {
-      float sum = 0.0f;
-      for (int64_t b = 0; b < batch; ++b) sum += rows[b * neurons + n];
-      out[n] = static_cast<P>(sum);
-    }
+    for (int64_t n = 0; n < neurons; ++n) sum_over_batch_column(rows, batch, neurons, n, out);
   } else {
-    float sum = 0.0f;
-    for (int64_t j = 0; j < batch * neurons; ++j) sum += rows[j];
-    out[0] = static_cast<P>(sum);
+    sum_all_host(rows, batch * neurons, out);
   }
 }
 

@@ -1,75 +1,76 @@
 // Host-side CUDA entry points of the framework-free bindings (fused_lif.kernels)
-// only: host-pointer wrappers (copy in, launch, copy out) and the kernel
-// benchmark. The op library does not link this file.
+// only: host-pointer wrappers (copy in, launch, copy out), the kernel
+// benchmark and a launch-failure probe. The op library does not link this file.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <vector>
 
 #include "lif_cuda_host.h"
+#include "lif_cuda_launch.h"
 #include "lif_kernels.h"
 
 namespace fused_lif {
 namespace {
 
-constexpr int kThreads = 256;
-
-inline int64_t param_size(int64_t stride, int64_t neurons) { return stride ? neurons : 1; }
-
-// Device memory for the host-pointer entry points.
+// Device memory for the host-pointer entry points; keeps the first failure.
 class DeviceBuffers {
  public:
   ~DeviceBuffers() {
     for (void* p : owned_) cudaFree(p);
   }
   // Copies `count` floats to the device (if `host` is given) and returns the
-  // device pointer; records the first error.
+  // device pointer.
   float* in(const void* host, int64_t count) {
     void* dev = nullptr;
     const size_t bytes = static_cast<size_t>(count > 0 ? count : 1) * sizeof(float);
-    if (error_ == cudaSuccess) error_ = cudaMalloc(&dev, bytes);
-    if (error_ == cudaSuccess) owned_.push_back(dev);
-    if (error_ == cudaSuccess && host != nullptr && count > 0)
-      error_ = cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice);
+    record(checked_call("cudaMalloc", cudaMalloc(&dev, bytes)));
+    if (!status_.ok()) return nullptr;
+    owned_.push_back(dev);
+    if (host != nullptr && count > 0) {
+      record(checked_call("cudaMemcpy (to the device)",
+                          cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice)));
+    }
     return static_cast<float*>(dev);
   }
   void out(void* host, const void* dev, int64_t count) {
-    if (error_ == cudaSuccess && count > 0)
-      error_ = cudaMemcpy(host, dev, count * sizeof(float), cudaMemcpyDeviceToHost);
+    if (status_.ok() && count > 0) {
+      record(checked_call("cudaMemcpy (to the host)",
+                          cudaMemcpy(host, dev, count * sizeof(float), cudaMemcpyDeviceToHost)));
+    }
   }
-  void record(int err) {
-    if (error_ == cudaSuccess) error_ = static_cast<cudaError_t>(err);
+  void record(const LifCudaStatus& status) {
+    if (status_.ok()) status_ = status;
   }
-  int error() const { return error_; }
+  const LifCudaStatus& status() const { return status_; }
 
  private:
   std::vector<void*> owned_;
-  cudaError_t error_ = cudaSuccess;
+  LifCudaStatus status_;
 };
-
 
 }  // namespace
 
-int lif_forward_cuda_from_host(const LifForwardArgs& h) {
+LifCudaStatus lif_forward_cuda_from_host(const LifForwardArgs& h) {
   const int64_t seq = h.batch * h.time * h.neurons, state = h.batch * h.neurons;
   DeviceBuffers buf;
   LifForwardArgs d = h;
   d.currents = buf.in(h.currents, seq);
-  d.bias = buf.in(h.bias, param_size(h.bias_stride, h.neurons));
-  d.decay = buf.in(h.decay, param_size(h.decay_stride, h.neurons));
-  d.threshold = buf.in(h.threshold, param_size(h.threshold_stride, h.neurons));
+  d.bias = buf.in(h.bias, param_count(h.bias_stride, h.neurons));
+  d.decay = buf.in(h.decay, param_count(h.decay_stride, h.neurons));
+  d.threshold = buf.in(h.threshold, param_count(h.threshold_stride, h.neurons));
   d.initial_membrane = buf.in(h.initial_membrane, state);
   d.spikes = buf.in(nullptr, seq);
   d.pre_reset_membrane = buf.in(nullptr, seq);
   d.final_membrane = buf.in(nullptr, state);
-  if (buf.error() == cudaSuccess) buf.record(lif_forward_cuda(d, DType::kFloat32, nullptr));
+  if (buf.status().ok()) buf.record(lif_forward_cuda(d, DType::kFloat32, nullptr));
   buf.out(h.spikes, d.spikes, seq);
   buf.out(h.pre_reset_membrane, d.pre_reset_membrane, seq);
   buf.out(h.final_membrane, d.final_membrane, state);
-  return buf.error();
+  return buf.status();
 }
 
-int lif_backward_cuda_from_host(const LifBackwardArgs& h) {
+LifCudaStatus lif_backward_cuda_from_host(const LifBackwardArgs& h) {
   const int64_t seq = h.batch * h.time * h.neurons, state = h.batch * h.neurons;
   DeviceBuffers buf;
   LifBackwardArgs d = h;
@@ -77,21 +78,21 @@ int lif_backward_cuda_from_host(const LifBackwardArgs& h) {
   d.grad_final_membrane = buf.in(h.grad_final_membrane, state);
   d.pre_reset_membrane = buf.in(h.pre_reset_membrane, seq);
   d.initial_membrane = buf.in(h.initial_membrane, state);
-  d.decay = buf.in(h.decay, param_size(h.decay_stride, h.neurons));
-  d.threshold = buf.in(h.threshold, param_size(h.threshold_stride, h.neurons));
+  d.decay = buf.in(h.decay, param_count(h.decay_stride, h.neurons));
+  d.threshold = buf.in(h.threshold, param_count(h.threshold_stride, h.neurons));
   d.grad_currents = buf.in(nullptr, seq);
   d.grad_initial_membrane = buf.in(nullptr, state);
-  d.grad_bias = buf.in(nullptr, param_size(h.bias_stride, h.neurons));
-  d.grad_decay = buf.in(nullptr, param_size(h.decay_stride, h.neurons));
-  d.grad_threshold = buf.in(nullptr, param_size(h.threshold_stride, h.neurons));
+  d.grad_bias = buf.in(nullptr, param_count(h.bias_stride, h.neurons));
+  d.grad_decay = buf.in(nullptr, param_count(h.decay_stride, h.neurons));
+  d.grad_threshold = buf.in(nullptr, param_count(h.threshold_stride, h.neurons));
   d.scratch = buf.in(nullptr, kScratchRows * state);
-  if (buf.error() == cudaSuccess) buf.record(lif_backward_cuda(d, DType::kFloat32, nullptr));
+  if (buf.status().ok()) buf.record(lif_backward_cuda(d, DType::kFloat32, nullptr));
   buf.out(h.grad_currents, d.grad_currents, seq);
   buf.out(h.grad_initial_membrane, d.grad_initial_membrane, state);
-  buf.out(h.grad_bias, d.grad_bias, param_size(h.bias_stride, h.neurons));
-  buf.out(h.grad_decay, d.grad_decay, param_size(h.decay_stride, h.neurons));
-  buf.out(h.grad_threshold, d.grad_threshold, param_size(h.threshold_stride, h.neurons));
-  return buf.error();
+  buf.out(h.grad_bias, d.grad_bias, param_count(h.bias_stride, h.neurons));
+  buf.out(h.grad_decay, d.grad_decay, param_count(h.decay_stride, h.neurons));
+  buf.out(h.grad_threshold, d.grad_threshold, param_count(h.threshold_stride, h.neurons));
+  return buf.status();
 }
 
 namespace {
@@ -101,24 +102,28 @@ __global__ void fill_kernel(float* x, int64_t n) {
   if (i < n) x[i] = static_cast<float>((i * 2654435761u) % 1000u) * 0.002f - 0.5f;
 }
 
+// Milliseconds per call of `launch`, averaged over `repeats` after a warm-up.
 template <typename F>
-cudaError_t time_ms(F launch, int repeats, cudaEvent_t start, cudaEvent_t stop, float* ms) {
-  launch();  // warm-up
+LifCudaStatus time_ms(F launch, int repeats, cudaEvent_t start, cudaEvent_t stop, float* ms) {
+  LifCudaStatus status = launch();  // warm-up
+  if (!status.ok()) return status;
   cudaEventRecord(start);
-  for (int r = 0; r < repeats; ++r) launch();
+  for (int r = 0; r < repeats && status.ok(); ++r) status = launch();
+  if (!status.ok()) return status;
   cudaEventRecord(stop);
-  cudaError_t err = cudaEventSynchronize(stop);
-  if (err != cudaSuccess) return err;
-  err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
-  cudaEventElapsedTime(ms, start, stop);
+  status = checked_call("cudaEventSynchronize", cudaEventSynchronize(stop));
+  if (!status.ok()) return status;
+  status = checked_call("cudaEventElapsedTime", cudaEventElapsedTime(ms, start, stop));
   *ms /= repeats;
-  return cudaSuccess;
+  return status;
 }
+
+// A kernel that does nothing, for the launch-failure probe.
+__global__ void probe_kernel(int) {}
 }  // namespace
 
-int lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats,
-                       LifCudaTimings* out) {
+LifCudaStatus lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats,
+                                 LifCudaTimings* out) {
   const int64_t seq = batch * time * neurons, state = batch * neurons;
   DeviceBuffers buf;
   const float zero = 0.0f, decay = 0.95f, threshold = 1.0f;
@@ -151,27 +156,44 @@ int lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats
   b.grad_decay = buf.in(nullptr, 1);
   b.grad_threshold = buf.in(nullptr, 1);
   b.scratch = buf.in(nullptr, kScratchRows * state);
-  // The forward reads currents and writes spikes and pre_reset_membrane; the backward
-  // reads grad_spikes and pre_reset_membrane and writes grad_currents (4 bytes each).
+  // The forward reads currents and writes spikes and pre_reset_membrane; the
+  // backward reads grad_spikes and pre_reset_membrane and writes grad_currents
+  // (4 bytes each).
   out->forward_bytes = out->backward_bytes = 12 * seq;
   out->copy_bytes = 12 * seq;  // a copy of 6·seq bytes reads and writes 12·seq
   float* copy_src = buf.in(nullptr, seq * 3 / 2 + 1);
   float* copy_dst = buf.in(nullptr, seq * 3 / 2 + 1);
-  if (buf.error() != cudaSuccess) return buf.error();
-  fill_kernel<<<static_cast<unsigned>((seq + kThreads - 1) / kThreads), kThreads>>>(const_cast<float*>(static_cast<const float*>(f.currents)), seq);
-  cudaMemset(initial, 0, state * sizeof(float));
+  if (!buf.status().ok()) return buf.status();
+  fill_kernel<<<static_cast<unsigned>((seq + kCudaThreads - 1) / kCudaThreads), kCudaThreads>>>(
+      const_cast<float*>(static_cast<const float*>(f.currents)), seq);
+  LifCudaStatus status = checked_call("fill_kernel", cudaSuccess);
+  if (!status.ok()) return status;
+  status = checked_call("cudaMemset", cudaMemset(initial, 0, state * sizeof(float)));
+  if (!status.ok()) return status;
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
-  cudaError_t err = time_ms([&] { lif_forward_cuda(f, DType::kFloat32, nullptr); }, repeats, start, stop, &out->forward_ms);
-  if (err == cudaSuccess)
-    err = time_ms([&] { lif_backward_cuda(b, DType::kFloat32, nullptr); }, repeats, start, stop, &out->backward_ms);
-  if (err == cudaSuccess)
-    err = time_ms([&] { cudaMemcpyAsync(copy_dst, copy_src, 6 * seq, cudaMemcpyDeviceToDevice); },
-                  repeats, start, stop, &out->copy_ms);
+  status = time_ms([&] { return lif_forward_cuda(f, DType::kFloat32, nullptr); }, repeats, start,
+                   stop, &out->forward_ms);
+  if (status.ok()) {
+    status = time_ms([&] { return lif_backward_cuda(b, DType::kFloat32, nullptr); }, repeats,
+                     start, stop, &out->backward_ms);
+  }
+  if (status.ok()) {
+    status = time_ms(
+        [&] {
+          return checked_call("cudaMemcpyAsync (device copy)",
+                              cudaMemcpyAsync(copy_dst, copy_src, 6 * seq, cudaMemcpyDeviceToDevice));
+        },
+        repeats, start, stop, &out->copy_ms);
+  }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  return err;
+  return status;
+}
+
+LifCudaStatus lif_cuda_launch_probe(unsigned threads) {
+  return checked_launch("probe_kernel", probe_kernel, LaunchShape{1, threads}, nullptr, 0);
 }
 
 int lif_cuda_device_count() {

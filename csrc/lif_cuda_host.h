@@ -10,9 +10,12 @@
 namespace fused_lif {
 
 // The launchers on float32 host pointers: copy in, launch, copy out.
-int lif_forward_cuda_from_host(const LifForwardArgs& host_args);
-int lif_backward_cuda_from_host(const LifBackwardArgs& host_args);
+LifCudaStatus lif_forward_cuda_from_host(const LifForwardArgs& host_args);
+LifCudaStatus lif_backward_cuda_from_host(const LifBackwardArgs& host_args);
 int lif_cuda_device_count();
+// Launches an empty kernel with `threads` threads per block through the same
+// checked launch as the kernels (more than 1024 threads: a launch failure).
+LifCudaStatus lif_cuda_launch_probe(unsigned threads);
 
 // Times the kernels on device-resident data (float32, reset "zero",
 // fast_sigmoid) and a device-to-device copy of as many bytes as the forward
@@ -21,7 +24,7 @@ struct LifCudaTimings {
   float forward_ms = 0, backward_ms = 0, copy_ms = 0;
   int64_t forward_bytes = 0, backward_bytes = 0, copy_bytes = 0;  // bytes read + written
 };
-int lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats,
+LifCudaStatus lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, int repeats,
                        LifCudaTimings* timings);
 
 }  // namespace fused_lif

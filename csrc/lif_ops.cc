@@ -3,7 +3,10 @@
 // loops live in lif_cpu.h and lif_cuda.cu, the math in lif.h.
 #define EIGEN_USE_THREADS
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "absl/status/status.h"
@@ -215,9 +218,20 @@ void RunTiles(OpKernelContext* ctx, const Args& args, Run run) {
   tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args), run);
 }
 
+// Launch<Device, T>, called after the inputs are validated: Prepare (on
+// the GPU: can the kernels run on this device?), Params (decay and
+// threshold, checked in host memory, where the kernels read them from),
+// Forward and Backward.
 template <typename T>
 struct Launch<CPUDevice, T> {
-  static constexpr bool kOnHost = true;
+  static Status Prepare(OpKernelContext*) { return Status(); }
+  template <typename Args>
+  static Status Params(OpKernelContext*, const Tensor& decay, const Tensor& threshold, Tensor*,
+                       Args* args) {
+    args->decay = decay.flat<float>().data();
+    args->threshold = threshold.flat<float>().data();
+    return Status();
+  }
   static void Forward(OpKernelContext* ctx, const LifForwardArgs& args) {
     RunTiles(ctx, args, [&args](int64_t begin, int64_t end) { lif_forward_cpu<T>(args, begin, end); });
   }
@@ -232,20 +246,65 @@ void* GpuStream(OpKernelContext* ctx) {
   return ctx->op_device_context()->stream()->platform_specific_handle().stream;
 }
 
+// Whether the kernels can run on the op's GPU (TensorFlow makes it the
+// current device while the kernel computes): checked on first use of each
+// device (cudaFuncGetAttributes: no image for the device's architecture, a
+// driver too old for the runtime, ...). The error names the compute
+// capability, the architectures built and the rebuild command.
+constexpr int kMaxDevices = 64;
+std::atomic<bool> device_usable[kMaxDevices];
+
+Status CheckDeviceOnce(OpKernelContext* ctx) {
+  const int id = ctx->device()->parsed_name().id;
+  const bool cached = id >= 0 && id < kMaxDevices;
+  if (cached && device_usable[id].load(std::memory_order_relaxed)) return Status();
+  int device = -1, major = 0, minor = 0;
+  const LifCudaStatus status = lif_cuda_check_image(&device, &major, &minor);
+  if (!status.ok()) {
+    return absl::FailedPreconditionError(describe_unusable_device(status, device, major, minor));
+  }
+  if (cached) device_usable[id].store(true, std::memory_order_relaxed);
+  return Status();
+}
+
+// decay and threshold live in host memory (HostMemory in the registration):
+// checked there as on the CPU, then copied to the device for the kernels.
+Status UploadParams(OpKernelContext* ctx, const Tensor& decay, const Tensor& threshold,
+                    Tensor* device_params, const float** device_decay,
+                    const float** device_threshold) {
+  const int64_t nd = decay.NumElements(), nt = threshold.NumElements();
+  TF_RETURN_IF_ERROR(
+      ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({nd + nt}), device_params));
+  float* dst = device_params->flat<float>().data();
+  const LifCudaStatus status = lif_cuda_upload_params(
+      decay.flat<float>().data(), nd, threshold.flat<float>().data(), nt, dst, GpuStream(ctx));
+  if (!status.ok()) {
+    return absl::InternalError(describe_cuda_failure(status, "decay and threshold", 0, 0, nd));
+  }
+  *device_decay = dst;
+  *device_threshold = dst + nd;
+  return Status();
+}
+
 template <typename T>
 struct Launch<GPUDevice, T> {
-  static constexpr bool kOnHost = false;
+  static Status Prepare(OpKernelContext* ctx) { return CheckDeviceOnce(ctx); }
+  template <typename Args>
+  static Status Params(OpKernelContext* ctx, const Tensor& decay, const Tensor& threshold,
+                       Tensor* device_params, Args* args) {
+    return UploadParams(ctx, decay, threshold, device_params, &args->decay, &args->threshold);
+  }
   static void Forward(OpKernelContext* ctx, const LifForwardArgs& args) {
-    const int err = lif_forward_cuda(args, kDType<T>, GpuStream(ctx));
-    OP_REQUIRES(ctx, err == 0,
-                absl::InternalError(absl::StrCat("LIF forward CUDA launch failed: ",
-                                             lif_cuda_error_string(err))));
+    const LifCudaStatus status = lif_forward_cuda(args, kDType<T>, GpuStream(ctx));
+    OP_REQUIRES(ctx, status.ok(),
+                absl::InternalError(describe_cuda_failure(status, "currents", args.batch,
+                                                          args.time, args.neurons)));
   }
   static void Backward(OpKernelContext* ctx, const LifBackwardArgs& args) {
-    const int err = lif_backward_cuda(args, kDType<T>, GpuStream(ctx));
-    OP_REQUIRES(ctx, err == 0,
-                absl::InternalError(absl::StrCat("LIF backward CUDA launch failed: ",
-                                             lif_cuda_error_string(err))));
+    const LifCudaStatus status = lif_backward_cuda(args, kDType<T>, GpuStream(ctx));
+    OP_REQUIRES(ctx, status.ok(),
+                absl::InternalError(describe_cuda_failure(status, "pre_reset_membrane", args.batch,
+                                                          args.time, args.neurons)));
   }
 };
 #endif  // GOOGLE_CUDA
@@ -272,7 +331,7 @@ class LifForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckParam("decay (1 - 1/tau)", decay, a.neurons, &a.decay_stride));
     OP_REQUIRES_OK(ctx, CheckParam("threshold", threshold, a.neurons, &a.threshold_stride));
     OP_REQUIRES_OK(ctx, CheckState("initial_membrane", initial, a.batch, a.neurons));
-    if (Launch<Device, T>::kOnHost) OP_REQUIRES_OK(ctx, CheckParamValues(decay, threshold));
+    OP_REQUIRES_OK(ctx, CheckParamValues(decay, threshold));
 
     Tensor *spikes, *pre_reset, *final_membrane;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, currents.shape(), &spikes));
@@ -280,14 +339,15 @@ class LifForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, initial.shape(), &final_membrane));
     a.currents = currents.flat<T>().data();
     a.bias = bias.flat<T>().data();
-    a.decay = decay.flat<float>().data();
-    a.threshold = threshold.flat<float>().data();
     a.initial_membrane = initial.flat<float>().data();
     a.reset = attrs_.reset;
     a.spikes = spikes->flat<T>().data();
     a.pre_reset_membrane = pre_reset->flat<float>().data();
     a.final_membrane = final_membrane->flat<float>().data();
     if (a.batch * a.neurons == 0) return;
+    OP_REQUIRES_OK(ctx, Launch<Device, T>::Prepare(ctx));
+    Tensor device_params;
+    OP_REQUIRES_OK(ctx, Launch<Device, T>::Params(ctx, decay, threshold, &device_params, &a));
     Launch<Device, T>::Forward(ctx, a);
   }
 
@@ -321,7 +381,8 @@ class LifBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckParam("bias", bias, a.neurons, &a.bias_stride));
     OP_REQUIRES_OK(ctx, CheckParam("decay (1 - 1/tau)", decay, a.neurons, &a.decay_stride));
     OP_REQUIRES_OK(ctx, CheckParam("threshold", threshold, a.neurons, &a.threshold_stride));
-    if (Launch<Device, T>::kOnHost) OP_REQUIRES_OK(ctx, CheckParamValues(decay, threshold));
+    OP_REQUIRES_OK(ctx, CheckParamValues(decay, threshold));
+    OP_REQUIRES_OK(ctx, Launch<Device, T>::Prepare(ctx));
 
     Tensor *grad_currents, *grad_bias, *grad_decay, *grad_threshold, *grad_initial;
     OP_REQUIRES_OK(
@@ -338,8 +399,6 @@ class LifBackwardOp : public OpKernel {
     a.grad_final_membrane = grad_final.flat<float>().data();
     a.pre_reset_membrane = pre_reset.flat<float>().data();
     a.initial_membrane = initial.flat<float>().data();
-    a.decay = decay.flat<float>().data();
-    a.threshold = threshold.flat<float>().data();
     a.alpha = attrs_.alpha;
     a.surrogate = attrs_.surrogate;
     a.reset = attrs_.reset;
@@ -351,6 +410,8 @@ class LifBackwardOp : public OpKernel {
     a.grad_decay = grad_decay->flat<float>().data();
     a.grad_threshold = grad_threshold->flat<float>().data();
     a.scratch = scratch.flat<float>().data();
+    Tensor device_params;
+    OP_REQUIRES_OK(ctx, Launch<Device, T>::Params(ctx, decay, threshold, &device_params, &a));
     Launch<Device, T>::Backward(ctx, a);
   }
 
@@ -358,22 +419,58 @@ class LifBackwardOp : public OpKernel {
   LifAttrs attrs_;
 };
 
-#define REGISTER_LIF_KERNELS(DEVICE, TAG, T)                                           \
+#define REGISTER_LIF_CPU_KERNELS(T)                                                    \
   REGISTER_KERNEL_BUILDER(                                                             \
-      Name("FusedLif>LifForward").Device(DEVICE).TypeConstraint<T>("T"),               \
-      LifForwardOp<TAG, T>);                                                           \
+      Name("FusedLif>LifForward").Device(DEVICE_CPU).TypeConstraint<T>("T"),           \
+      LifForwardOp<CPUDevice, T>);                                                     \
   REGISTER_KERNEL_BUILDER(                                                             \
-      Name("FusedLif>LifBackward").Device(DEVICE).TypeConstraint<T>("T"),              \
-      LifBackwardOp<TAG, T>);
+      Name("FusedLif>LifBackward").Device(DEVICE_CPU).TypeConstraint<T>("T"),          \
+      LifBackwardOp<CPUDevice, T>);
 
-REGISTER_LIF_KERNELS(DEVICE_CPU, CPUDevice, float)
-REGISTER_LIF_KERNELS(DEVICE_CPU, CPUDevice, Eigen::half)
-REGISTER_LIF_KERNELS(DEVICE_CPU, CPUDevice, Eigen::bfloat16)
+REGISTER_LIF_CPU_KERNELS(float)
+REGISTER_LIF_CPU_KERNELS(Eigen::half)
+REGISTER_LIF_CPU_KERNELS(Eigen::bfloat16)
+
 #if GOOGLE_CUDA
-REGISTER_LIF_KERNELS(DEVICE_GPU, GPUDevice, float)
-REGISTER_LIF_KERNELS(DEVICE_GPU, GPUDevice, Eigen::half)
-REGISTER_LIF_KERNELS(DEVICE_GPU, GPUDevice, Eigen::bfloat16)
+// decay and threshold ([neurons] or [] floats) in host memory: the op checks
+// their values as the CPU kernel does, then copies them to the device.
+#define REGISTER_LIF_GPU_KERNELS(T)                                                    \
+  REGISTER_KERNEL_BUILDER(Name("FusedLif>LifForward")                                 \
+                              .Device(DEVICE_GPU)                                      \
+                              .TypeConstraint<T>("T")                                  \
+                              .HostMemory("decay")                                     \
+                              .HostMemory("threshold"),                                \
+                          LifForwardOp<GPUDevice, T>);                                 \
+  REGISTER_KERNEL_BUILDER(Name("FusedLif>LifBackward")                                \
+                              .Device(DEVICE_GPU)                                      \
+                              .TypeConstraint<T>("T")                                  \
+                              .HostMemory("decay")                                     \
+                              .HostMemory("threshold"),                                \
+                          LifBackwardOp<GPUDevice, T>);
+
+REGISTER_LIF_GPU_KERNELS(float)
+REGISTER_LIF_GPU_KERNELS(Eigen::half)
+REGISTER_LIF_GPU_KERNELS(Eigen::bfloat16)
 #endif
 
 }  // namespace
 }  // namespace fused_lif
+
+#if GOOGLE_CUDA
+// For fused_lif.ops (through ctypes), before it chooses the fused op: 0 if
+// the kernels can run on CUDA device `device`, else 1 and why (the op's own
+// error words) in `message`.
+extern "C" __attribute__((visibility("default"))) int fused_lif_cuda_check_device(
+    int device, char* message, int size) {
+  int major = 0, minor = 0;
+  const fused_lif::LifCudaStatus status = fused_lif::lif_cuda_check_image(&device, &major, &minor);
+  if (status.ok()) return 0;
+  const std::string why = fused_lif::describe_unusable_device(status, device, major, minor);
+  if (size > 0) {
+    const size_t n = std::min(why.size(), static_cast<size_t>(size - 1));
+    std::memcpy(message, why.data(), n);
+    message[n] = '\0';
+  }
+  return 1;
+}
+#endif  // GOOGLE_CUDA

@@ -1,5 +1,7 @@
 """fused_lif.kernels: the framework-free bindings of the same kernels, on
-numpy arrays, against the numpy oracle (CPU here; CUDA where a GPU is)."""
+numpy arrays, against the numpy oracle: the CPU loops, the CUDA kernels'
+per-thread code run on the CPU over every index of its launches
+("emulated"), and the CUDA kernels where a GPU is."""
 
 import itertools
 
@@ -11,7 +13,7 @@ from fused_lif import kernels
 import oracle
 from conftest import assert_close_scaled, make_currents
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+DEVICES = ["cpu", "emulated", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 def need(device):
@@ -190,3 +192,78 @@ def test_scalar_parameters_give_scalar_gradients(device):
     assert constant.grad_decay == 0 and constant.grad_threshold == 0
     np.testing.assert_array_equal(constant.grad_currents, got.grad_currents)
     np.testing.assert_array_equal(constant.grad_bias, got.grad_bias)
+
+
+# Launch shapes of the CUDA path (256 threads per block, one thread per
+# batch x neuron column; one per neuron for the per-neuron sums): one partial
+# block, neurons < 32, exact multiples of the block, several blocks with a
+# partial last one, neurons not a multiple of the block size.
+LAUNCH_SHAPES = [(1, 1, 1), (3, 7, 5), (1, 4, 31), (2, 4, 256), (4, 3, 257), (5, 13, 300),
+                 (33, 5, 31), (3, 2, 1031)]
+
+
+@pytest.mark.parametrize("shape", LAUNCH_SHAPES, ids=str)
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+def test_emulated_cuda_threads_equal_cpu_kernels_bit_for_bit(shape, per_neuron):
+    """The CUDA kernels' per-thread functions, run over every (block, thread)
+    of the launches a GPU gets, give the CPU kernels' floats: forward (vs the
+    oracle too), every gradient, and the per-neuron sums and the sum tree."""
+    batch, _, neurons = shape
+    x = make_currents(shape, seed=sum(shape), mean=0.3, scale=0.9)
+    rng = np.random.default_rng(neurons)
+    tau = rng.uniform(2, 30, neurons).astype(np.float32) if per_neuron else 6.0
+    threshold = rng.uniform(0.6, 1.2, neurons).astype(np.float32) if per_neuron else 0.9
+    bias = rng.normal(0, 0.1, neurons).astype(np.float32) if per_neuron else 0.0
+    initial = rng.normal(0, 0.5, (batch, neurons)).astype(np.float32)
+    g = rng.normal(size=shape).astype(np.float32)
+    g_final = rng.normal(size=(batch, neurons)).astype(np.float32)
+    forward = {device: kernels.lif_forward(x, decay(tau), threshold, bias=bias,
+                                           initial_membrane=initial, reset="subtract",
+                                           device=device)
+               for device in ("cpu", "emulated")}
+    expected = oracle.forward(x + np.float32(bias), tau, threshold, "subtract", initial)
+    for name, got, want in zip(forward["cpu"]._fields, forward["emulated"], expected):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    pre_reset = forward["cpu"].pre_reset_membrane
+    for surrogate, param_grads in [("sigmoid", True), ("atan", False)]:
+        grads = {device: kernels.lif_backward(
+            g, pre_reset, decay(tau), threshold, grad_final_membrane=g_final,
+            initial_membrane=initial, bias=bias, alpha=3.0, surrogate=surrogate,
+            reset="subtract", param_grads=param_grads, device=device)
+            for device in ("cpu", "emulated")}
+        for name, got, want in zip(grads["cpu"]._fields, grads["emulated"], grads["cpu"]):
+            assert np.shape(got) == np.shape(want), name
+            np.testing.assert_array_equal(got, want, err_msg=f"{surrogate} {name}")
+        e_x = oracle.backward(g, x + np.float32(bias), tau, threshold, 3.0, surrogate, "subtract",
+                              initial=initial, grad_final=g_final)[0]
+        assert_close_scaled(grads["emulated"].grad_currents, e_x, 1e-5, "currents")
+        assert_close_scaled(grads["emulated"].grad_bias, e_x.sum((0, 1)) if per_neuron else e_x.sum(),
+                            1e-5, "bias")
+
+
+def test_sigmoid_surrogate_gradient_uses_exp_within_two_ulp():
+    """The sigmoid surrogate computes e^x with lif.h's own exp (same floats on
+    CPU and GPU); its gradient stays within float rounding of the oracle's."""
+    x = make_currents((4, 50, 64), seed=12, mean=0.9, scale=0.6)
+    g = np.random.default_rng(3).normal(size=x.shape).astype(np.float32)
+    pre_reset = kernels.lif_forward(x, decay(5.0), 1.0).pre_reset_membrane
+    for alpha in (0.5, 4.0, 60.0):  # e^x from near 1 to under/overflow
+        got = kernels.lif_backward(g, pre_reset, decay(5.0), 1.0, alpha=alpha,
+                                   surrogate="sigmoid").grad_currents
+        want = oracle.backward(g, x, 5.0, 1.0, alpha, "sigmoid")[0]
+        assert np.all(np.isfinite(got))
+        assert_close_scaled(got, want, 1e-5, f"alpha={alpha}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_subnormals_flush_to_zero_as_tensorflow_cpu_kernels_do(device):
+    """TensorFlow runs CPU kernels with FTZ/DAZ set and the CUDA kernels are
+    built with --ftz=true: subnormal floats read and come out as zero on every
+    device, so all give the same floats (numpy would keep them)."""
+    need(device)
+    x = np.zeros((1, 3, 2), np.float32)
+    x[0, 0] = [1e-39, 1e-37]  # a subnormal current; a normal one that decays below 2^-126
+    got = kernels.lif_forward(x, 0.001, 1.0, device=device)
+    np.testing.assert_array_equal(got.pre_reset_membrane[0, :, 0], [0, 0, 0])
+    np.testing.assert_array_equal(got.pre_reset_membrane[0, :, 1], [np.float32(1e-37), 0, 0])
+    assert oracle.forward(x, 1 / 0.999, 1.0)[1][0, 1, 1] != 0  # numpy keeps the subnormal

@@ -1,5 +1,6 @@
 """The fused op against the reference (bit-identical spikes, autodiff
-gradients) and against the independent numpy oracle."""
+gradients) and against the independent numpy oracle, on every device
+TensorFlow has (`device`: cpu, and gpu when one is visible)."""
 
 import itertools
 
@@ -13,6 +14,22 @@ from fused_lif import ops, reference
 import oracle
 from conftest import assert_close_scaled, make_currents, scan_grads
 
+DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+
+
+def has_gpu():
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Runs the test body under tf.device(cpu or gpu); gpu skips without one."""
+    if request.param == "gpu" and not has_gpu():
+        pytest.skip("no GPU visible to TensorFlow")
+    with tf.device(f"/{request.param}:0"):
+        yield request.param
+
+
 SHAPES = [(1, 1, 1), (2, 3, 5), (3, 17, 33), (1, 1000, 3), (4, 64, 300), (2, 5, 257)]
 TAUS = [1.0, 2.5, 3.0, 20.0, 123.456]
 THRESHOLDS = [0.0, 1.0, -0.5]
@@ -21,7 +38,7 @@ THRESHOLDS = [0.0, 1.0, -0.5]
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("tau", TAUS)
 @pytest.mark.parametrize("threshold", THRESHOLDS)
-def test_spikes_bit_identical_to_reference(shape, tau, threshold):
+def test_spikes_bit_identical_to_reference(device, shape, tau, threshold):
     x = make_currents(shape, seed=sum(shape), mean=0.5 * threshold + 0.2, scale=1.5)
     fused, fused_final = fused_lif.lif_scan(x, tau=tau, threshold=threshold, return_state=True)
     ref, ref_final = reference.lif_scan(x, tau=tau, threshold=threshold, return_state=True)
@@ -66,7 +83,7 @@ OPTIONS = list(itertools.product(
 
 @pytest.mark.parametrize("surrogate,reset,detach_reset", OPTIONS)
 @pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
-def test_gradients_match_reference_autodiff(surrogate, reset, detach_reset, per_neuron):
+def test_gradients_match_reference_autodiff(device, surrogate, reset, detach_reset, per_neuron):
     shape = (3, 40, 19)
     x = make_currents(shape, seed=7, mean=0.3, scale=0.8)
     rng = np.random.default_rng(5)
@@ -92,7 +109,7 @@ def test_gradients_match_reference_autodiff(surrogate, reset, detach_reset, per_
 
 
 @pytest.mark.parametrize("surrogate,reset,detach_reset", OPTIONS)
-def test_gradients_match_numpy_oracle(surrogate, reset, detach_reset):
+def test_gradients_match_numpy_oracle(device, surrogate, reset, detach_reset):
     shape = (2, 30, 11)
     x = make_currents(shape, seed=11, mean=0.3, scale=0.8)
     rng = np.random.default_rng(6)
@@ -133,7 +150,7 @@ def test_seed_gradient_through_reset_path():
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
-def test_half_precision_currents(dtype):
+def test_half_precision_currents(device, dtype):
     x = tf.cast(make_currents((3, 50, 20), seed=4), dtype)
     bias = tf.cast(np.linspace(-0.1, 0.1, 20), dtype)
     f_spikes, f_final, f_grads = scan_grads(fused_lif.lif_scan, x, bias=bias)
@@ -169,7 +186,7 @@ def test_tf_function_gradient_matches_eager():
 
 @pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (2, 5, 0), (0, 0, 0)], ids=str)
 @pytest.mark.parametrize("impl", ["fused", "reference"])
-def test_empty_dimensions(shape, impl):
+def test_empty_dimensions(device, shape, impl):
     scan = fused_lif.lif_scan if impl == "fused" else reference.lif_scan
     x = tf.zeros(shape)
     with tf.GradientTape() as tape:
@@ -180,7 +197,7 @@ def test_empty_dimensions(shape, impl):
     assert tape.gradient(loss, x).shape == shape
 
 
-def test_deterministic_run_to_run():
+def test_deterministic_run_to_run(device):
     x = make_currents((16, 100, 128), seed=9)
     tau = np.linspace(2, 40, 128).astype(np.float32)
     first = scan_grads(fused_lif.lif_scan, x, tau=tau)
@@ -284,3 +301,118 @@ def test_every_differentiable_input_gets_a_gradient_and_second_order_is_refused(
         second = tf.reduce_sum(grads[0])
     with pytest.raises(LookupError, match="FusedLif>LifBackward"):
         outer.gradient(second, inputs[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float16, tf.bfloat16])
+@pytest.mark.parametrize("surrogate,reset,detach_reset", [
+    ("fast_sigmoid", "zero", False), ("sigmoid", "subtract", False), ("atan", "none", False),
+    ("triangle", "zero", True)])
+def test_gpu_results_equal_cpu_bit_for_bit(dtype, surrogate, reset, detach_reset):
+    """Same inputs on both devices: spikes, final membrane and every gradient
+    are the same floats (no FMA contraction on the GPU, one exp, one order of
+    sums)."""
+    if not has_gpu():
+        pytest.skip("no GPU visible to TensorFlow")
+    rng = np.random.default_rng(3)
+    x = make_currents((5, 60, 300), seed=3, mean=0.3, scale=0.8)
+    x[0, :, :4] = [1e-39, 1e-37, -1e-38, 0.0]  # subnormals, and values that decay into them
+    x = tf.cast(x, dtype)
+    kwargs = dict(alpha=3.0, surrogate=surrogate, reset=reset, detach_reset=detach_reset,
+                  tau=rng.uniform(2, 30, 300).astype(np.float32),
+                  threshold=rng.uniform(0.6, 1.3, 300).astype(np.float32),
+                  bias=tf.cast(rng.normal(0, 0.1, 300), dtype),
+                  initial_membrane=rng.normal(0, 0.5, (5, 300)).astype(np.float32))
+    results = {}
+    for device in ("cpu", "gpu"):
+        with tf.device(f"/{device}:0"):
+            results[device] = scan_grads(fused_lif.lif_scan, x, **dict(kwargs))
+    (c_spikes, c_final, c_grads), (g_spikes, g_final, g_grads) = results["cpu"], results["gpu"]
+    np.testing.assert_array_equal(g_spikes, c_spikes)
+    np.testing.assert_array_equal(g_final, c_final)
+    assert set(g_grads) == set(c_grads) == {"currents", "tau", "threshold", "initial_membrane",
+                                            "bias"}
+    for name in c_grads:
+        np.testing.assert_array_equal(g_grads[name], c_grads[name], err_msg=name)
+
+
+@pytest.mark.parametrize("tau,threshold,match", [
+    (np.float32(-2.0), np.float32(1.0), "tau must be positive"),
+    (np.float32(0.0), np.float32(1.0), "tau must be positive"),
+    (np.array([5.0, np.nan, 5.0, 5.0], np.float32), np.float32(1.0), "tau must be positive.* at index 1"),
+    (np.float32(5.0), np.array([1.0, 1.0, np.nan, 1.0], np.float32), "threshold is NaN at index 2"),
+])
+def test_invalid_tau_and_threshold_tensors_rejected_on_every_device(device, tau, threshold, match):
+    """Values only known when the graph runs reach the kernel, whose checks
+    (in host memory, on the GPU too) give the same error on every device."""
+    x = make_currents((2, 3, 4), seed=1)
+
+    def scan(x, tau, threshold):
+        return fused_lif.lif_scan(x, tau=tau, threshold=threshold)
+
+    specs = [tf.TensorSpec(None, tf.float32)] * 3
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        tf.function(scan, input_signature=specs)(x, tau, threshold)
+
+
+def test_layer_fused_matches_reference_on_every_device(device):
+    x = make_currents((3, 20, 6), seed=5)
+    outputs = {}
+    for implementation in ("fused", "reference"):
+        keras_layer = fused_lif.LIFLayer(7, implementation=implementation, trainable_tau=True)
+        keras_layer.build(x.shape)
+        keras_layer.set_weights([np.linspace(-1, 1, 42, dtype=np.float32).reshape(6, 7),
+                                 np.full(7, 0.05, np.float32), np.linspace(2, 20, 7, dtype=np.float32)])
+        with tf.GradientTape() as tape:
+            spikes = keras_layer(x)
+            loss = tf.reduce_sum(spikes * np.arange(7, dtype=np.float32))
+        outputs[implementation] = (spikes.numpy(),
+                                   [g.numpy() for g in tape.gradient(loss, keras_layer.trainable_weights)])
+    np.testing.assert_array_equal(outputs["fused"][0], outputs["reference"][0])
+    for got, want in zip(outputs["fused"][1], outputs["reference"][1]):
+        assert_close_scaled(got, want, 2e-5)
+
+
+def test_unusable_gpu_falls_back_with_one_warning_or_raises(monkeypatch):
+    """A GPU that the kernels cannot run on (no image for its architecture):
+    "auto" falls back to the reference with one warning that says why and how
+    to rebuild; "fused" raises FusedOpUnavailableError with the same words.
+    (Simulated: the library's answer about the GPUs is set.)"""
+    from fused_lif import _build_info, layer
+
+    if not _build_info.WITH_CUDA:
+        pytest.skip("CPU-only build: no GPU kernels to check")
+    why = ("fused-lif: the CUDA kernels cannot run on GPU 0 (compute capability 7.0): no kernel "
+           "image is available for execution on the device (cudaErrorNoKernelImageForDevice). "
+           "This build has CUDA code for architectures 80-real. Rebuild for this GPU: ... "
+           "-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=70-real .")
+    monkeypatch.setattr(ops, "_gpu_problem", why)
+    monkeypatch.setattr(layer, "_warned_fallback", False)
+    with pytest.warns(RuntimeWarning) as caught:
+        assert layer.resolve_implementation("auto") is reference
+        assert layer.resolve_implementation("auto") is reference
+    assert len(caught) == 1 and why in str(caught[0].message), [str(w.message) for w in caught]
+    assert "falls back" in str(caught[0].message)
+    with pytest.raises(fused_lif.FusedOpUnavailableError, match="CMAKE_CUDA_ARCHITECTURES=70-real"):
+        layer.resolve_implementation("fused")
+    with pytest.raises(fused_lif.FusedOpUnavailableError, match="compute capability 7.0"):
+        fused_lif.lif_scan(make_currents((1, 2, 3)))
+
+
+def test_gpu_check_asks_the_library_about_each_visible_gpu(monkeypatch):
+    """The path from ops.check_gpus to the library's device check, on a
+    machine without a GPU: TensorFlow is made to report GPU 0, the library
+    finds none it can run on and says why, naming the architectures built."""
+    from fused_lif import _build_info
+
+    if not _build_info.WITH_CUDA or has_gpu():
+        pytest.skip("needs a CUDA build on a machine without a GPU")
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda device_type=None: (
+        [tf.config.LogicalDevice("/device:GPU:0", "GPU")] if device_type == "GPU" else []))
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda device_type=None: (
+        [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")] if device_type == "GPU" else []))
+    monkeypatch.setattr(ops, "_gpu_problem", None)
+    with pytest.raises(fused_lif.FusedOpUnavailableError,
+                       match=r"cannot run on GPU 0 \(compute capability") as raised:
+        ops.check_gpus()
+    assert _build_info.CUDA_ARCHITECTURES in str(raised.value)

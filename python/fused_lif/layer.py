@@ -44,24 +44,22 @@ def resolve_implementation(implementation):
     if implementation == "reference":
         return reference
     if implementation == "fused":
-        ops.load_library()  # raises FusedOpUnavailableError, saying why
+        ops.check_gpus()  # loads the library; raises FusedOpUnavailableError, saying why
         return ops
     if implementation == "auto":
-        if ops.is_available():
+        try:
+            ops.check_gpus()
             return ops
-        if not _warned_fallback:
-            _warned_fallback = True
-            try:
-                ops.load_library()
-            except ops.FusedOpUnavailableError as e:
-                reason = str(e)
-            warnings.warn(
-                f"{reason}\nLIFLayer(implementation='auto') falls back to the (slower) "
-                "tf.while_loop reference.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return reference
+        except ops.FusedOpUnavailableError as e:
+            if not _warned_fallback:
+                _warned_fallback = True
+                warnings.warn(
+                    f"{e}\nLIFLayer(implementation='auto') falls back to the (slower) "
+                    "tf.while_loop reference.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return reference
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
 
 
@@ -123,10 +121,10 @@ class LIFLayer(keras.layers.Layer):
     kernel); the LIF time loop and its backward run in one fused kernel
     (`implementation="fused"`), or in the seed's tf.while_loop
     (`"reference"`); `"auto"` uses the fused op and falls back to the reference,
-    with one warning, when the op library cannot load. Under XLA
-    (`tf.function(jit_compile=True)`) the layer runs the reference, which XLA
-    compiles; `model.compile(jit_compile=True)` warns and runs without XLA, as
-    with Keras' fused LSTM.
+    with one warning, when the op library cannot load or its kernels cannot
+    run on the GPU. Under XLA (`tf.function(jit_compile=True)`) the layer runs
+    the reference, which XLA compiles; `model.compile(jit_compile=True)` warns
+    and runs without XLA, as with Keras' fused LSTM.
 
     Args (the seed's first):
       units: number of neurons.

@@ -8,6 +8,7 @@ error at import: `load_library()` raises `FusedOpUnavailableError`, saying
 why, when the fused op is used.
 """
 
+import ctypes
 import os
 import threading
 
@@ -16,16 +17,18 @@ import tensorflow as tf
 
 from . import _params
 
-__all__ = ["lif_scan", "load_library", "is_available", "FusedOpUnavailableError"]
+__all__ = ["lif_scan", "load_library", "is_available", "check_gpus", "FusedOpUnavailableError"]
 
 _LIBRARY_FILE = "_lif_ops.so"
 _lock = threading.Lock()
 _library = None
 _load_error = None
+_gpu_problem = None  # not asked yet; "" if every GPU can run the kernels, else why not
 
 
 class FusedOpUnavailableError(RuntimeError):
-    """The compiled op library is missing or cannot be loaded."""
+    """The compiled op library is missing, cannot be loaded, or has no kernels
+    that a GPU TensorFlow uses can run."""
 
 
 def library_path():
@@ -74,6 +77,39 @@ def load_library():
         if _load_error is not None:
             raise FusedOpUnavailableError(_explain(*_load_error))
         return _library
+
+
+def check_gpus():
+    """Raises FusedOpUnavailableError if a GPU that TensorFlow uses cannot run
+    the library's CUDA kernels: no code for its architecture (the message
+    names its compute capability, the architectures built and the rebuild
+    command), or a driver too old for the CUDA runtime built in. Asks the
+    library once per process; nothing to ask for a CPU-only build or TensorFlow.
+    """
+    global _gpu_problem
+    load_library()
+    with _lock:
+        if _gpu_problem is None:
+            _gpu_problem = _ask_library_about_gpus()
+    if _gpu_problem:
+        raise FusedOpUnavailableError(_gpu_problem)
+
+
+def _ask_library_about_gpus():
+    from ._build_info import WITH_CUDA
+    if not WITH_CUDA:
+        return ""  # no GPU kernels registered: TensorFlow runs the op on the CPU
+    # TensorFlow first sets up its GPUs (their CUDA contexts, which the
+    # library's runtime then shares), then the library checks each.
+    if not tf.config.list_logical_devices("GPU"):
+        return ""
+    check = ctypes.CDLL(library_path()).fused_lif_cuda_check_device
+    check.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    for gpu in tf.config.get_visible_devices("GPU"):
+        message = ctypes.create_string_buffer(2048)
+        if check(int(gpu.name.rsplit(":", 1)[1]), message, len(message)):
+            return message.value.decode()
+    return ""
 
 
 def is_available():
@@ -162,6 +198,7 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     if bias is None:
         bias = tf.zeros([], currents.dtype)
     initial = _params.to_initial_membrane(initial_membrane, currents)
+    check_gpus()
     spikes, _, final_membrane = load_library().fused_lif_lif_forward(
         currents, bias, decay, threshold, initial, alpha=float(alpha), surrogate=surrogate,
         reset=reset, detach_reset=bool(detach_reset), param_grads=param_grads,

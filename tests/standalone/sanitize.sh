@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds fused_lif.kernels (the framework-free bindings of the CPU kernels)
 # with AddressSanitizer + UndefinedBehaviorSanitizer and runs the kernel
-# checks under them. Any out-of-bounds access or UB aborts with a report.
+# checks under them: the CPU loops, and the CUDA kernels' per-thread code run
+# over every index of their launches ("emulated"). Any out-of-bounds access
+# or UB aborts with a report.
 #   bash tests/standalone/sanitize.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +16,9 @@ cmake -S "$root" -B "$build" -DFUSED_LIF_TF_OP=OFF -DFUSED_LIF_CUDA=OFF -DFUSED_
 cmake --build "$build" -j "$(nproc)" >"$build.build.log" 2>&1 || { cat "$build.build.log"; exit 1; }
 # Python itself is not instrumented: preload the runtimes, ignore its leaks.
 preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
-LD_PRELOAD="$preload" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  PYTHONPATH="$build:$root/tests" "$python" "$here/check_kernels.py" --device cpu
+for device in cpu emulated; do
+  LD_PRELOAD="$preload" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    PYTHONPATH="$build:$root/tests" "$python" "$here/check_kernels.py" --device "$device"
+done
 echo "sanitize: ASan + UBSan clean"
