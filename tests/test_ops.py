@@ -337,9 +337,10 @@ def test_gpu_results_equal_cpu_bit_for_bit(dtype, surrogate, reset, detach_reset
 
 
 @pytest.mark.parametrize("tau,threshold,match", [
-    (np.float32(-2.0), np.float32(1.0), "tau must be positive"),
-    (np.float32(0.0), np.float32(1.0), "tau must be positive"),
-    (np.array([5.0, np.nan, 5.0, 5.0], np.float32), np.float32(1.0), "tau must be positive.* at index 1"),
+    (np.float32(-2.0), np.float32(1.0), "tau must be finite and >= 1"),
+    (np.float32(0.0), np.float32(1.0), "tau must be finite and >= 1"),
+    (np.array([5.0, np.nan, 5.0, 5.0], np.float32), np.float32(1.0), "tau must be finite and >= 1.* at index 1"),
+    (np.array([5.0, 0.5, 5.0, 5.0], np.float32), np.float32(1.0), "tau must be finite and >= 1.* at index 1"),
     (np.float32(5.0), np.array([1.0, 1.0, np.nan, 1.0], np.float32), "threshold is NaN at index 2"),
 ])
 def test_invalid_tau_and_threshold_tensors_rejected_on_every_device(device, tau, threshold, match):
