@@ -51,10 +51,12 @@ def _explain(path, error):
             f"It was built for TensorFlow {built_for}, but TensorFlow {tf.__version__} is "
             "running: custom ops must be built against the TensorFlow that loads them."
         )
+    running_minor = ".".join(tf.__version__.split(".")[:2])
     lines.append(
         "Rebuild it against the installed TensorFlow: "
         "pip install --no-build-isolation --force-reinstall --no-deps . "
-        "(from a fused-lif checkout), or use implementation='reference'."
+        f"(from a fused-lif checkout), or install a fused-lif wheel built for TensorFlow "
+        f"{running_minor} (tools/build_wheel.sh builds one); or use implementation='reference'."
     )
     return "\n".join(lines)
 
