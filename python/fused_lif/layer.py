@@ -243,11 +243,12 @@ class LIFLayer(keras.layers.Layer):
     def _build_feedback(self):
         if not self.is_dfa_hidden:
             return
-        # Fixed random feedback B [output_units, units], uniform in
-        # +-1/sqrt(output_units): scaled by the fan of the projection e @ B,
-        # as Nokland (2016, "Direct feedback alignment provides learning in
-        # deep neural networks") scales his random feedback matrices, so that
-        # the projected error does not grow with the number of outputs.
+        # Fixed random feedback B [output_units, units] (Nokland 2016, "Direct
+        # feedback alignment provides learning in deep neural networks":
+        # fixed random matrices). Uniform in +-1/sqrt(output_units), the
+        # variance-preserving (LeCun) scale for the fan-in of the projection
+        # e @ B, so that the projected error does not grow with the number of
+        # outputs; with Adam the overall scale matters little.
         initializer = self.feedback_initializer or keras.initializers.VarianceScaling(
             scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
         self.feedback = self.add_weight(shape=(self.output_units, self.units),
