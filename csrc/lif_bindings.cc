@@ -400,6 +400,16 @@ PYBIND11_MODULE(kernels, m) {
 #endif
   }, py::arg("batch"), py::arg("time"), py::arg("neurons"), py::arg("repeats") = 20,
      "Times the CUDA kernels and a device-to-device copy on device-resident data.");
+  m.def("exp", [](const py::handle& x_obj) {
+    Array x = as_float32(x_obj, "x");
+    Array out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    const float* in = x.data();
+    float* o = out.mutable_data();
+    for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = fused_lif::lif_exp(in[i]);
+    return out;
+  }, py::arg("x"),
+     "lif.h's e^x (the sigmoid surrogate's, the same floats on CPU and GPU), elementwise, "
+     "for checking it against a reference exp.");
   m.def("cuda_available", []() {
 #if FUSED_LIF_WITH_CUDA
     return fused_lif::lif_cuda_device_count() > 0;

@@ -22,11 +22,12 @@ class DeviceBuffers {
   // Copies `count` floats to the device (if `host` is given) and returns the
   // device pointer.
   float* in(const void* host, int64_t count) {
+    if (!status_.ok()) return nullptr;  // after a failure, allocate nothing more
     void* dev = nullptr;
     const size_t bytes = static_cast<size_t>(count > 0 ? count : 1) * sizeof(float);
     record(checked_call("cudaMalloc", cudaMalloc(&dev, bytes)));
+    if (dev != nullptr) owned_.push_back(dev);  // freed by the destructor, whatever happens
     if (!status_.ok()) return nullptr;
-    owned_.push_back(dev);
     if (host != nullptr && count > 0) {
       record(checked_call("cudaMemcpy (to the device)",
                           cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice)));
@@ -107,10 +108,11 @@ template <typename F>
 LifCudaStatus time_ms(F launch, int repeats, cudaEvent_t start, cudaEvent_t stop, float* ms) {
   LifCudaStatus status = launch();  // warm-up
   if (!status.ok()) return status;
-  cudaEventRecord(start);
+  status = checked_call("cudaEventRecord", cudaEventRecord(start));
   for (int r = 0; r < repeats && status.ok(); ++r) status = launch();
   if (!status.ok()) return status;
-  cudaEventRecord(stop);
+  status = checked_call("cudaEventRecord", cudaEventRecord(stop));
+  if (!status.ok()) return status;
   status = checked_call("cudaEventSynchronize", cudaEventSynchronize(stop));
   if (!status.ok()) return status;
   status = checked_call("cudaEventElapsedTime", cudaEventElapsedTime(ms, start, stop));
@@ -170,9 +172,13 @@ LifCudaStatus lif_cuda_benchmark(int64_t batch, int64_t time, int64_t neurons, i
   if (!status.ok()) return status;
   status = checked_call("cudaMemset", cudaMemset(initial, 0, state * sizeof(float)));
   if (!status.ok()) return status;
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
+  cudaEvent_t start = nullptr, stop = nullptr;
+  status = checked_call("cudaEventCreate", cudaEventCreate(&start));
+  if (status.ok()) status = checked_call("cudaEventCreate", cudaEventCreate(&stop));
+  if (!status.ok()) {
+    if (start != nullptr) cudaEventDestroy(start);
+    return status;
+  }
   status = time_ms([&] { return lif_forward_cuda(f, DType::kFloat32, nullptr); }, repeats, start,
                    stop, &out->forward_ms);
   if (status.ok()) {

@@ -241,9 +241,27 @@ def test_emulated_cuda_threads_equal_cpu_kernels_bit_for_bit(shape, per_neuron):
                             1e-5, "bias")
 
 
-def test_sigmoid_surrogate_gradient_uses_exp_within_two_ulp():
-    """The sigmoid surrogate computes e^x with lif.h's own exp (same floats on
-    CPU and GPU); its gradient stays within float rounding of the oracle's."""
+def test_lif_exp_within_two_ulp_and_exact_at_the_edges():
+    """lif.h's own exp, which the sigmoid surrogate uses on every device: within
+    2 ulp of e^x (float64, rounded) over the normal range, and NaN, inf and 0
+    where e^x is."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-87.0, 88.7, 1_000_001, dtype=np.float32),
+                        rng.uniform(-87.0, 88.7, 1_000_000).astype(np.float32),
+                        np.float32([0.0, -0.0, 1.0, -1.0, 1e-8, -1e-8])])
+    got = kernels.exp(x)
+    want = np.exp(x.astype(np.float64)).astype(np.float32)
+    ulp = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulp.max() <= 2, (ulp.max(), x[np.argmax(ulp)])
+    edges = np.float32([np.nan, np.inf, -np.inf, 89.0, 100.0, -120.0, -200.0])
+    np.testing.assert_array_equal(kernels.exp(edges),
+                                  np.float32([np.nan, np.inf, 0.0, np.inf, np.inf, 0.0, 0.0]))
+
+
+def test_sigmoid_surrogate_gradient_matches_the_oracle():
+    """The sigmoid surrogate's gradient, with lif.h's own exp, stays within
+    float rounding of the oracle's (numpy's exp), from e^x near 1 to under-
+    and overflow."""
     x = make_currents((4, 50, 64), seed=12, mean=0.9, scale=0.6)
     g = np.random.default_rng(3).normal(size=x.shape).astype(np.float32)
     pre_reset = kernels.lif_forward(x, decay(5.0), 1.0).pre_reset_membrane

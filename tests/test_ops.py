@@ -417,3 +417,22 @@ def test_gpu_check_asks_the_library_about_each_visible_gpu(monkeypatch):
                        match=r"cannot run on GPU 0 \(compute capability") as raised:
         ops.check_gpus()
     assert _build_info.CUDA_ARCHITECTURES in str(raised.value)
+
+
+def test_unused_pre_reset_membrane_costs_no_check_per_step():
+    """Where shapes are unknown, TensorFlow's zeros for the unused output are a
+    ZerosLike: recognised when tracing, so the step runs no reduction over
+    [batch, time, neurons] and no assertion (which would sync a GPU)."""
+    layer = fused_lif.LIFLayer(4)
+    layer.build((None, None, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3])])
+    def grads(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, layer.trainable_variables)
+
+    graph = grads.get_concrete_function().graph
+    types = [op.type for op in graph.get_operations()]
+    assert "FusedLif>LifBackward" in types
+    assert "Assert" not in types and "Any" not in types, sorted(set(types))

@@ -162,14 +162,19 @@ _NOT_DIFFERENTIABLE = (
 
 def _no_gradient(grad):
     """Refuses a non-zero gradient for the pre-reset membrane output. TensorFlow
-    passes zeros (or None) when nothing depends on it: in a graph that is
-    usually a constant, checked here; otherwise the check runs with the step.
-    Returns the run-time checks to attach to the gradients."""
+    passes zeros (or None) when nothing depends on it: in a graph a constant,
+    or a ZerosLike where shapes are unknown, recognised here at no cost per
+    step; in eager mode a tensor, checked by value (one pass; eager runs are
+    not the fast path). Anything else is checked when the step runs. Returns
+    the run-time checks to attach to the gradients."""
     if grad is None:
         return []
     if tf.executing_eagerly():
         if bool(tf.reduce_any(tf.not_equal(grad, 0.0))):
             raise ValueError(_NOT_DIFFERENTIABLE)
+        return []
+    if grad.op.type == "ZerosLike" or (
+            grad.op.type == "Fill" and tf.get_static_value(grad.op.inputs[1]) == 0):
         return []
     value = tf.get_static_value(grad)
     if value is not None:
