@@ -1,9 +1,10 @@
 """The seed notebook's training cell: model.fit on 1,000 samples, T = 20,
 batch 32, 20% validation, Keras overhead included, fused vs reference from the
-same weights. One fit(epochs=1 + max(8, rounds)) call per implementation, as the
-notebook trains: pytest-benchmark times the whole call; extra_info holds each
-epoch's seconds, and ratios.py compares the median epoch after the first (the
-first traces the functions)."""
+same weights, and the same fit with the scan removed (the bound). One
+fit(epochs=1 + max(8, rounds)) call per implementation, as the notebook
+trains: pytest-benchmark times the whole call; extra_info holds each epoch's
+seconds, and ratios.py compares the median epoch after the first (the first
+traces the functions)."""
 
 import statistics
 
@@ -14,8 +15,9 @@ import harness as bm
 
 @pytest.mark.parametrize("implementation", ["reference", "fused", "no-scan"])
 def test_notebook_fit_epochs(run_benchmark, benchmark, cache, bench_settings, implementation):
-    """no-scan: the same fit without the LIF scan, the bound for any
-    implementation (not a spiking model: nothing to check)."""
+    """no-scan: the same fit with the LIF scan removed (harness._no_scan_model:
+    every op but the scan, GEMMs one at a time), the bound for any
+    implementation's epoch (not a spiking model: nothing to check)."""
     setups = cache.get("notebook-fit", lambda: {
         impl: bm.notebook_fit(impl) for impl in ("reference", "fused")})
     x, y = setups["reference"][2]

@@ -1,7 +1,8 @@
 """Model level: one training step (forward + backward + Adam) of the seed's
-2-layer SNN, fused vs reference; the same step without the scan; and the GEMM
-floor (the model's matmuls alone). The fused and reference models start from the same weights; their
-first step's spikes must be equal and gradients equal to rounding."""
+2-layer SNN, fused vs reference; the same step without the scan; the GEMM
+floor (the step's 5 matmuls alone, one at a time) and each of them alone. The
+fused and reference models start from the same weights; their first step's
+spikes must be equal and gradients equal to rounding."""
 
 import numpy as np
 import pytest
@@ -46,8 +47,9 @@ def test_dfa_training_step(run_benchmark, cache, shape_name):
 
 
 def test_training_step_without_scan(run_benchmark, cache, shape_name):
-    """The same step with the LIF scan removed (x @ w + b per layer): the
-    matmuls, bias, loss and Adam alone, a floor for any implementation."""
+    """The same step with the LIF scan removed (harness._no_scan_model: every
+    op but the scan, GEMMs one at a time): a lower bound for any
+    implementation's step."""
     shape = bm.get_shape(shape_name)
     model = cache.get(("no-scan-model", shape.name),
                       lambda: bm.build_models(shape, ("no-scan",))["no-scan"])
@@ -57,19 +59,28 @@ def test_training_step_without_scan(run_benchmark, cache, shape_name):
     assert np.isfinite(loss.numpy())
 
 
-@pytest.mark.parametrize("input_gradient", [True, False], ids=["floor-6-gemms", "needed-5-gemms"])
-def test_gemm_floor(run_benchmark, shape_name, input_gradient):
+def test_gemm_floor(run_benchmark, shape_name):
+    """The step's 5 GEMMs, one at a time (harness.gemm_floor_step)."""
     shape = bm.get_shape(shape_name)
     x2d, w1, w2, g2 = bm.gemm_floor_inputs(shape)
-    kind = "gemm-floor" if input_gradient else "gemm-floor-needed"
-    outputs = run_benchmark(bm.gemm_floor_step(input_gradient), (x2d, w1, w2, g2),
-                            group=f"training step: {shape}",
-                            **_info(shape, kind=kind, implementation=kind))
+    c2, dw1, dw2 = run_benchmark(bm.gemm_floor_step(), (x2d, w1, w2, g2),
+                                 group=f"training step: {shape}",
+                                 **_info(shape, kind="gemm-floor", implementation="gemm-floor"))
     # Spot-check the matmuls against numpy on the first rows.
     x, a, b, g = (t.numpy().astype(np.float64) for t in (x2d, w1, w2, g2))
     rows = slice(0, 64)
-    np.testing.assert_allclose(outputs[0].numpy()[rows], x[rows] @ a @ b, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(outputs[2].numpy(), (x @ a).T @ g, rtol=1e-3, atol=1e-4)
-    if input_gradient:
-        np.testing.assert_allclose(outputs[3].numpy()[rows], g[rows] @ b.T @ a.T,
-                                   rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(c2.numpy()[rows], x[rows] @ a @ b, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dw2.numpy(), (x @ a).T @ g, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dw1.numpy()[:, :8], x.T @ (g @ b.T)[:, :8], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("gemm", [gemm[0] for gemm in bm.FLOOR_GEMMS])
+def test_gemm_alone(run_benchmark, cache, shape_name, gemm):
+    """Each of the floor's GEMMs alone: the floor must take about their sum
+    (ratios.py checks it), or it is running some of them at once."""
+    shape = bm.get_shape(shape_name)
+    parts = cache.get(("gemm-parts", shape.name),
+                      lambda: bm.gemm_floor_parts(*bm.gemm_floor_inputs(shape)))
+    fn, args = parts[gemm]
+    run_benchmark(fn, args, group=f"GEMM floor's parts: {shape}",
+                  **_info(shape, kind="gemm-alone", implementation="gemm-alone", gemm=gemm))

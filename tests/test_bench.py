@@ -33,16 +33,54 @@ def test_model_inputs_shapes_and_values():
     np.testing.assert_array_equal(bm.model_inputs(TINY)[0].numpy(), x.numpy())  # seeded
 
 
-@pytest.mark.parametrize("input_gradient", [True, False])
-def test_gemm_floor_computes_the_model_matmuls(input_gradient):
-    x, w1, w2, g2 = (t.numpy().astype(np.float64) for t in bm.gemm_floor_inputs(TINY))
-    outputs = bm.gemm_floor_step(input_gradient)(*bm.gemm_floor_inputs(TINY))
+def test_gemm_floor_computes_the_step_matmuls_one_at_a_time():
+    inputs = bm.gemm_floor_inputs(TINY)
+    x, w1, w2, g2 = (t.numpy().astype(np.float64) for t in inputs)
+    floor = bm.gemm_floor_step()
     c1 = x @ w1
     dc1 = g2 @ w2.T
-    expected = [c1 @ w2, x.T @ dc1, c1.T @ g2] + ([dc1 @ w1.T] if input_gradient else [])
+    expected = [c1 @ w2, x.T @ dc1, c1.T @ g2]  # c2, dw1, dw2
+    outputs = floor(*inputs)
     assert len(outputs) == len(expected)
     for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-7)
+    # The 5 GEMMs a step runs (no dX of the input layer), each waiting for the
+    # one before: TensorFlow cannot run two at once.
+    gemms, at_once = bm.gemm_schedule(floor, *inputs)
+    assert len(gemms) == len(bm.FLOOR_GEMMS) == 5
+    assert at_once == []
+
+
+def test_gemm_schedule_finds_gemms_that_may_run_at_once():
+    import tensorflow as tf
+
+    @tf.function
+    def independent(a, b):
+        unused = tf.matmul(b, a)  # noqa: F841 (not run: nothing needs it)
+        return tf.matmul(a, b), tf.matmul(b, a, transpose_a=True)
+
+    @tf.function
+    def chained(a, b):
+        first = tf.matmul(a, b)
+        with tf.control_dependencies([first]):
+            return first, tf.matmul(b, a, transpose_a=True)
+
+    a, b = tf.ones([3, 3]), tf.ones([3, 3])
+    gemms, at_once = bm.gemm_schedule(independent, a, b)
+    assert len(gemms) == 2 and at_once == [tuple(gemms)]
+    assert not gemms[0].get_attr("transpose_a") and gemms[1].get_attr("transpose_a")
+    gemms, at_once = bm.gemm_schedule(chained, a, b)
+    assert len(gemms) == 2 and at_once == []
+
+
+def test_gemm_floor_parts_are_the_floor_gemms():
+    inputs = bm.gemm_floor_inputs(TINY)
+    parts = bm.gemm_floor_parts(*inputs)
+    assert list(parts) == [gemm[0] for gemm in bm.FLOOR_GEMMS]
+    c2, dw1, dw2 = bm.gemm_floor_step()(*inputs)
+    for name, want in (("c2", c2), ("dw1", dw1), ("dw2", dw2)):
+        fn, args = parts[name]
+        np.testing.assert_allclose(fn(*args).numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_assert_same_result():

@@ -1,7 +1,8 @@
 """What `fused-lif bench` needs: the shape grid, the seed model's training
-step, the GEMM floor, the check against the reference (spikes equal, gradients
-equal to float rounding: a fast wrong result is worthless), round-robin timing
-and the table. The benchmark harness, `benchmarks/harness.py`, builds on this.
+step, the GEMM floor (the step's 5 GEMMs, one after the other), the check
+against the reference (spikes equal, gradients equal to float rounding: a fast
+wrong result is worthless), round-robin timing and the table. The benchmark
+harness, `benchmarks/harness.py`, builds on this.
 """
 
 import dataclasses
@@ -151,26 +152,84 @@ def gemm_floor_inputs(shape, seed=0):
     return tuple(tf.constant(a) for a in (x, w1, w2, g2))
 
 
-def gemm_floor_step(input_gradient=True):
-    """tf.function: the training step's matmuls alone, with its data flow:
-    forward X·W and backward dW per layer, dX of layer 2; `input_gradient`
-    adds layer 1's dX (6 GEMMs, the GEMM floor's definition), which the step
-    never computes (without it: the 5 GEMMs the fused step runs)."""
+# The 5 GEMMs a training step of the seed model runs, in the order it runs
+# them: (output, a, b, transpose_a, transpose_b) for output = a·b. The input
+# layer's dX is never computed (the input needs no gradient).
+FLOOR_GEMMS = (
+    ("c1", "x", "w1", False, False),    # [BT, hidden] = X·W1:     layer 1 forward
+    ("c2", "c1", "w2", False, False),   # [BT, out]    = C1·W2:    layer 2 forward
+    ("dw2", "c1", "g2", True, False),   # [hidden, out] = C1ᵀ·G2:  layer 2 dW
+    ("dc1", "g2", "w2", False, True),   # [BT, hidden] = G2·W2ᵀ:   layer 2 dX
+    ("dw1", "x", "dc1", True, False),   # [in, hidden] = Xᵀ·dC1:   layer 1 dW
+)
+
+
+def gemm_floor_step():
+    """tf.function (x2d, w1, w2, g2) -> (c2, dw1, dw2): the GEMM floor, the
+    FLOOR_GEMMS alone, one after the other. Each waits for the one before
+    (a data or a control dependency), as in a step, where each GEMM needs the
+    one before or the scan between them: TensorFlow's inter-op pool cannot run
+    two at once (independent, they would share the cores and slow each other
+    down, which no step pays)."""
     import tensorflow as tf
 
     @tf.function
     def floor(x2d, w1, w2, g2):
-        c1 = tf.matmul(x2d, w1)                          # [BT, hidden]: layer 1 forward
-        c2 = tf.matmul(c1, w2)                           # [BT, out]:    layer 2 forward
-        dw2 = tf.matmul(c1, g2, transpose_a=True)        # [hidden, out]: layer 2 dW
-        dc1 = tf.matmul(g2, w2, transpose_b=True)        # [BT, hidden]: layer 2 dX
-        dw1 = tf.matmul(x2d, dc1, transpose_a=True)      # [in, hidden]: layer 1 dW
-        outputs = [c2, dw1, dw2]
-        if input_gradient:
-            outputs.append(tf.matmul(dc1, w1, transpose_b=True))  # [BT, in]: layer 1 dX
-        return outputs
+        values = {"x": x2d, "w1": w1, "w2": w2, "g2": g2}
+        before = []
+        for out, a, b, transpose_a, transpose_b in FLOOR_GEMMS:
+            with tf.control_dependencies(before):
+                values[out] = tf.matmul(values[a], values[b], transpose_a=transpose_a,
+                                        transpose_b=transpose_b, name=f"floor_{out}")
+            before = [values[out]]
+        return values["c2"], values["dw1"], values["dw2"]
 
     return floor
+
+
+def gemm_floor_parts(x2d, w1, w2, g2):
+    """{output: (tf.function (a, b) -> a·b, (a, b))}: each of FLOOR_GEMMS
+    alone, on the operands the floor gives it. The sum of their times is what
+    the chained floor must take at least (~, timing noise aside): the check
+    that it does run them one at a time."""
+    import tensorflow as tf
+
+    values = {"x": x2d, "w1": w1, "w2": w2, "g2": g2}
+    parts = {}
+    for out, a, b, transpose_a, transpose_b in FLOOR_GEMMS:
+        fn = tf.function(lambda p, q, ta=transpose_a, tb=transpose_b:
+                         tf.matmul(p, q, transpose_a=ta, transpose_b=tb))
+        fn.get_concrete_function(values[a], values[b])  # traced here, not when timed
+        parts[out] = (fn, (values[a], values[b]))
+        values[out] = tf.matmul(values[a], values[b], transpose_a=transpose_a,
+                                transpose_b=transpose_b)
+    return parts
+
+
+def gemm_schedule(fn, *args):
+    """(gemms, at_once) of tf.function `fn` traced on `args`: the MatMul ops
+    it runs (those its outputs and side effects need), in graph order, and
+    the pairs of them that TensorFlow may run at the same time (neither waits
+    for the other through data or control dependencies)."""
+    graph = fn.get_concrete_function(*args).graph
+
+    def before(ops):  # `ops` and every op they wait for
+        seen, stack = set(), list(ops)
+        while stack:
+            op = stack.pop()
+            if op not in seen:
+                seen.add(op)
+                stack.extend(t.op for t in op.inputs)
+                stack.extend(op.control_inputs)
+        return seen
+
+    run = before([t.op for t in graph.outputs] + list(graph.control_outputs))
+    gemms = [op for op in graph.get_operations() if op.type == "MatMul" and op in run]
+    waits_for = {op: before([t.op for t in op.inputs] + list(op.control_inputs))
+                 for op in gemms}
+    at_once = [(a, b) for i, a in enumerate(gemms) for b in gemms[i + 1:]
+               if a not in waits_for[b] and b not in waits_for[a]]
+    return gemms, at_once
 
 
 def _max_abs_diff(a, b):
@@ -250,7 +309,8 @@ def _interleaved_times(calls, repeats, warmup, progress, label):
 
 def model_step_table(shape_names=("seed",), repeats=5, warmup=2, progress=None,
                      implementations=IMPLEMENTATIONS, floor=True):
-    """One row per (shape, implementation, and the GEMM floor): the median
+    """One row per (shape, implementation, and the GEMM floor: the step's 5
+    GEMMs, one after the other, `gemm_floor_step`): the median
     training step (forward, backward, Adam; step_ms, min_ms, repeats), its
     speedup_vs_reference, vs_gemm_floor, and spikes_equal / max_abs_diff vs
     the reference from the same weights (None for the floor). Raises

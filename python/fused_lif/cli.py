@@ -117,7 +117,9 @@ def build_parser():
         "bench",
         help="fused vs reference step times of the seed model",
         description="Times a training step of the seed model with the fused and the reference "
-                    "LIFLayer and prints a table (benchmarks/ has the full suite).")
+                    "LIFLayer, and the GEMM floor (the 5 matrix products a step runs, one "
+                    "after the other: what any step must pay), and prints a table; "
+                    "\"vs GEMM floor\" is step / floor (benchmarks/ has the full suite).")
     bench.add_argument("--shapes", nargs="+", metavar="NAME", default=list(BENCH_SHAPES),
                        help="seed (B=32, T=20), "
                             "medium, large, long (T=1000) (default: %(default)s)")
