@@ -73,6 +73,7 @@ __all__ = [
     "gemm_floor_inputs",
     "gemm_floor_parts",
     "gemm_floor_step",
+    "gemm_overlaps",
     "gemm_schedule",
     "get_shape",
     "layer_step_peak_memory",
@@ -436,6 +437,48 @@ def time_calls(fn, args=(), repeats=5, warmup=2):
 
 
 
+
+
+def gemm_overlaps(fn, args=(), calls=5):
+    """(matmuls, overlapping) of `calls` calls of fn(*args) in TensorFlow's
+    profiler trace: how many MatMul ops ran, and the (name, name) pairs of
+    those whose run times overlapped (that ran at the same time on the
+    inter-op pool). What `gemm_schedule` reads in the traced graph, seen at
+    run time (after Grappler's rewrites)."""
+    import glob
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    warm_up(fn, args)
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            for _ in range(calls):
+                fn(*args)
+        finally:
+            tf.profiler.experimental.stop()
+        path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1]
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+    runs = []  # (start, end) in ps, op name
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the inter-op threads
+                continue
+            for event in line.events:
+                label = plane.event_metadata[event.metadata_id].name  # "name:type"
+                if "MatMul" in label.rsplit(":", 1)[-1]:
+                    start = line.timestamp_ns * 1000 + event.offset_ps
+                    runs.append((start, start + event.duration_ps, label.rsplit(":", 1)[0]))
+    runs.sort()
+    overlapping = [(a[2], b[2]) for i, a in enumerate(runs) for b in runs[i + 1:]
+                   if b[0] < a[1]]
+    return len(runs), overlapping
 
 
 # ------------------------------------------------------- notebook model.fit --

@@ -116,6 +116,15 @@ def test_no_scan_step_runs_the_fused_steps_gemms_never_more_at_once():
     assert pairs["no-scan"] <= pairs["fused"]
 
 
+def test_gemm_floor_runs_one_gemm_at_a_time():
+    """In the profiler's trace (after Grappler), not only in the graph."""
+    calls = 3
+    matmuls, overlapping = bm.gemm_overlaps(
+        bm.gemm_floor_step(), bm.gemm_floor_inputs("seed"), calls=calls)
+    assert matmuls == calls * len(bm.FLOOR_GEMMS)
+    assert overlapping == []
+
+
 @needs_fused
 def test_notebook_fit_runs_one_epoch():
     for implementation in ("fused", "no-scan"):
