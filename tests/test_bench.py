@@ -127,6 +127,8 @@ def test_model_step_table_and_format():
     assert by_impl["gemm-floor"]["vs_gemm_floor"] == 1.0
     table = bm.format_table(rows)
     lines = table.splitlines()
-    assert len(lines) == 2 + len(rows)
+    assert len(lines) == 2 + len(rows) + 2  # header, rule, rows, blank, what the floor is
+    assert lines[-1] == bm.FLOOR_NOTE
+    assert bm.format_table(rows[:2]).splitlines()[-1].startswith("tiny")  # no floor: no note
     assert "implementation" in lines[0] and "fused" in table and "gemm-floor" in table
     assert bm.format_table([]).count("\n") == 1  # header only

@@ -358,8 +358,13 @@ def _table_cell(value, spec):
     return format(value, spec)
 
 
+FLOOR_NOTE = ("gemm-floor: the step's 5 matrix products alone, one after the other: what "
+              "any implementation's step pays. vs GEMM floor = step / floor.")
+
+
 def format_table(rows):
-    """A plain-text table of `model_step_table` rows."""
+    """A plain-text table of `model_step_table` rows; below it, FLOOR_NOTE when
+    a row is the GEMM floor."""
     header = ("shape", "B", "T", "in", "hidden", "out", "implementation", "step ms",
               "vs reference", "vs GEMM floor", "spikes equal", "max |diff|")
     lines = [header]
@@ -379,4 +384,6 @@ def format_table(rows):
                              for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
+    if any(r["implementation"] == "gemm-floor" for r in rows):
+        out += ["", FLOOR_NOTE]
     return "\n".join(out)
