@@ -198,6 +198,14 @@ def test_ratio_table_from_benchmark_json():
     in_sequence = found[("GEMM floor / sum of its GEMMs timed alone", "medium")]
     assert in_sequence["measured"] == pytest.approx(1.0) and in_sequence["verdict"] == "met"
     assert ("GEMM floor / sum of its GEMMs timed alone", "seed") not in found  # none alone
+    small = bm.ratio_table({"benchmarks": [
+        _result("gemm-floor", 0.002, shape="seed", implementation="gemm-floor")] + [
+        _result("gemm-alone", 0.001, shape="seed", implementation="gemm-alone", gemm=g[0])
+        for g in bm.FLOOR_GEMMS]})[0]
+    small = [r for r in small if r["target"].startswith("GEMM floor / sum")]
+    # Under 10 ms, each GEMM's own function call weighs on the sum: information.
+    assert len(small) == 1 and small[0]["measured"] == pytest.approx(0.4)
+    assert small[0]["verdict"] == "-"
     # reference / fused: information beside the targets.
     speedup = found[("training step: reference / fused (info)", "seed")]
     assert speedup["measured"] == pytest.approx(5.0) and speedup["verdict"] == "-"
