@@ -614,7 +614,6 @@ class SpikeMatmulOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({nnz}), &cols));
     a.row_ptr = ptr;
     a.cols = cols->flat<int32_t>().data();
-    a.weights = weights.flat<T>().data();
     a.output = output->flat<T>().data();
     constexpr int64_t kRowsPerItem = 64;
     int32_t* cols_out = cols->flat<int32_t>().data();
@@ -624,6 +623,15 @@ class SpikeMatmulOp : public OpKernel {
                                             std::min(a.rows, e * kRowsPerItem), cols_out);
                    });
     if (a.outputs == 0) return;
+    Tensor packed;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({a.inputs * a.outputs}), &packed));
+    const T* w = weights.flat<T>().data();
+    float* packed_weights = packed.flat<float>().data();
+    ShardSpikeWork(ctx, a.inputs, a.outputs, [&](int64_t b, int64_t e) {
+      spike_pack_cpu<T>(w, a.inputs, a.outputs, b, e, packed_weights);
+    });
+    a.packed_weights = packed_weights;
     // Cost of an item: its rows' ones times the tile's width.
     const int64_t per_item =
         std::max<int64_t>(1, nnz / std::max<int64_t>(1, spike_row_blocks(a.rows))) *
@@ -673,21 +681,30 @@ class SpikeMatmulWeightGradOp : public OpKernel {
     Tensor* grad_weights;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, weights.shape(), &grad_weights));
     const int64_t KN = a.inputs * a.outputs;
-    Tensor dw_float, block_ptr, block_rows;
-    if (std::is_same<T, float>::value) {
-      a.grad_weights = reinterpret_cast<float*>(grad_weights->flat<T>().data());
-    } else {  // accumulated in float, rounded to T at the end
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({KN}), &dw_float));
-      a.grad_weights = dw_float.flat<float>().data();
-    }
     if (KN == 0) return;
     const int64_t blocks = spike_row_blocks(a.rows);
+    Tensor packed, grad_float, block_ptr, block_rows;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({KN}), &packed));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT64,
                                            TensorShape({blocks * a.inputs + 1}), &block_ptr));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT32, TensorShape({nnz}), &block_rows));
+    if (std::is_same<T, float>::value) {
+      a.grad_output = reinterpret_cast<const float*>(grad.flat<T>().data());
+    } else {  // summed in float: dOut converted once
+      const int64_t MN = a.rows * a.outputs;
+      OP_REQUIRES_OK(ctx,
+                     ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({MN}), &grad_float));
+      const T* src = grad.flat<T>().data();
+      float* dst = grad_float.flat<float>().data();
+      constexpr int64_t kChunk = 1 << 14;
+      ShardSpikeWork(ctx, ceil_div(MN, kChunk), kChunk, [&](int64_t b, int64_t e) {
+        spike_to_float_cpu<T>(src, b * kChunk, std::min(MN, e * kChunk), dst);
+      });
+      a.grad_output = dst;
+    }
     a.row_ptr = ptr;
     a.cols = col;
-    a.grad_output = grad.flat<T>().data();
+    a.packed_grad_weights = packed.flat<float>().data();
     a.block_ptr = block_ptr.flat<int64_t>().data();
     a.block_rows = block_rows.flat<int32_t>().data();
     const int64_t per_block = std::max<int64_t>(1, nnz / std::max<int64_t>(1, blocks)) + a.inputs;
@@ -700,11 +717,11 @@ class SpikeMatmulWeightGradOp : public OpKernel {
     const int64_t per_item = std::max<int64_t>(1, nnz * std::min(a.outputs, kSpikeColumnTile) /
                                                       spike_weight_grad_chunks(a));
     ShardSpikeWork(ctx, items, per_item,
-                   [&a](int64_t b, int64_t e) { spike_weight_grad_cpu<T>(a, b, e); });
-    if (!std::is_same<T, float>::value) {
-      T* out = grad_weights->flat<T>().data();
-      for (int64_t i = 0; i < KN; ++i) out[i] = static_cast<T>(a.grad_weights[i]);
-    }
+                   [&a](int64_t b, int64_t e) { spike_weight_grad_cpu(a, b, e); });
+    T* out = grad_weights->flat<T>().data();
+    ShardSpikeWork(ctx, a.inputs, a.outputs, [&](int64_t b, int64_t e) {
+      spike_unpack_cpu<T>(a.packed_grad_weights, a.inputs, a.outputs, b, e, out);
+    });
   }
 };
 

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "lif_cpu.h"  // FUSED_LIF_CPU_DISPATCH, FUSED_LIF_INLINE
@@ -40,12 +41,15 @@ struct SpikeMatmulArgs {
   int64_t outputs = 0;  // N
   const int64_t* row_ptr = nullptr;  // [M + 1]
   const int32_t* cols = nullptr;     // [row_ptr[M]]
-  const void* weights = nullptr;     // T [K, N]        (forward)
-  void* output = nullptr;            // T [M, N]        (forward)
-  const void* grad_output = nullptr;  // T [M, N]       (backward)
-  float* grad_weights = nullptr;      // float [K, N]   (backward)
-  // Backward scratch, filled by spike_weight_grad_index_cpu: the nonzeros of
-  // each row block grouped by column: block_ptr [blocks * K + 1], rows [nnz].
+  // Forward: W packed by spike_pack_cpu (float, column tiles contiguous).
+  const float* packed_weights = nullptr;  // [K * N]
+  void* output = nullptr;                 // T [M, N]
+  // Backward: dOut as float, and dW packed (spike_unpack_cpu writes dW).
+  const float* grad_output = nullptr;   // [M, N]
+  float* packed_grad_weights = nullptr;  // [K * N]
+  // Backward scratch, filled by the spike_weight_grad_{count,prefix,fill}
+  // passes: the ones of each row block grouped by column k, rows ascending:
+  // block_ptr [blocks * K + 1], block_rows [nnz].
   int64_t* block_ptr = nullptr;
   int32_t* block_rows = nullptr;
 };
@@ -56,53 +60,76 @@ inline int64_t spike_column_tiles(int64_t outputs) { return ceil_div(outputs, kS
 
 namespace spike_detail {
 
-// acc[0, width) += float(src[0, width)); Width > 0 fixes the width at compile
-// time (a full tile: unrolled, acc in registers), 0 takes it at run time.
-template <int64_t Width, typename T>
-FUSED_LIF_INLINE void add_row(const T* src, int64_t width, float* acc) {
-  const int64_t w = Width > 0 ? Width : width;
-  for (int64_t j = 0; j < w; ++j) acc[j] += static_cast<float>(src[j]);
-}
+// 16 floats, loaded and stored unaligned (memcpy): 1 AVX-512, 2 AVX2 or 4
+// SSE registers, as each target_clones variant compiles it.
+typedef float Vec16 __attribute__((vector_size(64)));
+constexpr int64_t kTileVectors = kSpikeColumnTile / 16;
 
-template <int64_t Width, typename T>
-FUSED_LIF_INLINE void forward_block(const SpikeMatmulArgs& a, int64_t m0, int64_t m1, int64_t n0,
-                                    int64_t width) {
-  const int64_t N = a.outputs;
-  const T* weights = static_cast<const T*>(a.weights) + n0;
-  T* output = static_cast<T*>(a.output) + n0;
-  const int64_t w = Width > 0 ? Width : width;
-  for (int64_t m = m0; m < m1; ++m) {
-    float acc[kSpikeColumnTile];
-    for (int64_t j = 0; j < w; ++j) acc[j] = 0.0f;
-    for (int64_t p = a.row_ptr[m]; p < a.row_ptr[m + 1]; ++p) {
-      add_row<Width>(weights + static_cast<int64_t>(a.cols[p]) * N, width, acc);
-    }
-    for (int64_t j = 0; j < w; ++j) output[m * N + j] = static_cast<T>(acc[j]);
+// acc[0, 128) += src[0, 128): a full tile, in registers.
+FUSED_LIF_INLINE void add_tile(const float* src, Vec16* acc) {
+  for (int64_t i = 0; i < kTileVectors; ++i) {
+    Vec16 v;
+    __builtin_memcpy(&v, src + 16 * i, sizeof(v));
+    acc[i] += v;
   }
 }
 
-template <int64_t Width, typename T>
+// acc[0, width) += src[0, width): a narrower last tile.
+FUSED_LIF_INLINE void add_row(const float* src, int64_t width, float* acc) {
+  for (int64_t j = 0; j < width; ++j) acc[j] += src[j];
+}
+
+// Rows [m0, m1) of the output's columns [n0, n0 + width); w: the packed tile.
+template <typename T>
+FUSED_LIF_INLINE void forward_block(const SpikeMatmulArgs& a, int64_t m0, int64_t m1, int64_t n0,
+                                    int64_t width) {
+  const float* w = a.packed_weights + a.inputs * n0;
+  T* output = static_cast<T*>(a.output) + n0;
+  const int64_t N = a.outputs;
+  for (int64_t m = m0; m < m1; ++m) {
+    alignas(64) float acc[kSpikeColumnTile];
+    if (width == kSpikeColumnTile) {
+      Vec16 v[kTileVectors] = {};
+      for (int64_t p = a.row_ptr[m]; p < a.row_ptr[m + 1]; ++p) {
+        add_tile(w + static_cast<int64_t>(a.cols[p]) * kSpikeColumnTile, v);
+      }
+      __builtin_memcpy(acc, v, sizeof(v));
+    } else {
+      for (int64_t j = 0; j < width; ++j) acc[j] = 0.0f;
+      for (int64_t p = a.row_ptr[m]; p < a.row_ptr[m + 1]; ++p) {
+        add_row(w + static_cast<int64_t>(a.cols[p]) * width, width, acc);
+      }
+    }
+    for (int64_t j = 0; j < width; ++j) output[m * N + j] = static_cast<T>(acc[j]);
+  }
+}
+
+// dW rows [k0, k1) of the packed tile at column n0: row blocks in turn (the
+// block's dOut rows stay in L2), each dW row's sum carried across them.
 FUSED_LIF_INLINE void weight_grad_tile(const SpikeMatmulArgs& a, int64_t k0, int64_t k1,
                                        int64_t n0, int64_t width) {
   const int64_t K = a.inputs, N = a.outputs;
-  const T* grad_output = static_cast<const T*>(a.grad_output) + n0;
-  float* grad_weights = a.grad_weights + n0;
-  const int64_t w = Width > 0 ? Width : width;
-  for (int64_t k = k0; k < k1; ++k) {
-    for (int64_t j = 0; j < w; ++j) grad_weights[k * N + j] = 0.0f;
-  }
+  const float* g = a.grad_output + n0;
+  float* dw_tile = a.packed_grad_weights + K * n0;
+  std::fill(dw_tile + k0 * width, dw_tile + k1 * width, 0.0f);
   const int64_t blocks = spike_row_blocks(a.rows);
   for (int64_t b = 0; b < blocks; ++b) {  // blocks ascending: m ascending per k
     const int64_t* ptr = a.block_ptr + b * K;
     for (int64_t k = k0; k < k1; ++k) {
       if (ptr[k] == ptr[k + 1]) continue;
-      float acc[kSpikeColumnTile];
-      float* dw = grad_weights + k * N;
-      for (int64_t j = 0; j < w; ++j) acc[j] = dw[j];
-      for (int64_t p = ptr[k]; p < ptr[k + 1]; ++p) {
-        add_row<Width>(grad_output + static_cast<int64_t>(a.block_rows[p]) * N, width, acc);
+      float* dw = dw_tile + k * width;
+      if (width == kSpikeColumnTile) {
+        Vec16 acc[kTileVectors];
+        __builtin_memcpy(acc, dw, sizeof(acc));
+        for (int64_t p = ptr[k]; p < ptr[k + 1]; ++p) {
+          add_tile(g + static_cast<int64_t>(a.block_rows[p]) * N, acc);
+        }
+        __builtin_memcpy(dw, acc, sizeof(acc));
+      } else {
+        for (int64_t p = ptr[k]; p < ptr[k + 1]; ++p) {
+          add_row(g + static_cast<int64_t>(a.block_rows[p]) * N, width, dw);
+        }
       }
-      for (int64_t j = 0; j < w; ++j) dw[j] = acc[j];
     }
   }
 }
@@ -147,13 +174,56 @@ int64_t spike_first_bad_column(const T* x, int64_t K, int64_t m) {
 template <typename T>
 FUSED_LIF_CPU_DISPATCH void spike_fill_cols_cpu(const T* x, int64_t K, const int64_t* row_ptr,
                                                 int64_t begin, int64_t end, int32_t* cols) {
+  std::vector<int32_t> buffer(static_cast<size_t>(K) + 1);
+  int32_t* buf = buffer.data();
   for (int64_t m = begin; m < end; ++m) {
     const T* row = x + m * K;
-    int32_t* out = cols + row_ptr[m];
-    for (int64_t k = 0; k < K; ++k) {
-      if (static_cast<float>(row[k]) != 0.0f) *out++ = static_cast<int32_t>(k);
+    int64_t n = 0;
+    for (int64_t k = 0; k < K; ++k) {  // branch-free compaction into the row buffer
+      buf[n] = static_cast<int32_t>(k);
+      n += static_cast<float>(row[k]) != 0.0f;
+    }
+    std::copy_n(buf, n, cols + row_ptr[m]);
+  }
+}
+
+// ---------------------------------------------------------------- packing --
+// A [K, N] matrix as float, column tiles contiguous: tile [n0, n0 + width)
+// at packed + K * n0, row k at + k * width. Its rows then sit apart in
+// memory, not 4 KB-aliased on a row stride of N floats (which thrashed L2's
+// sets at N = 512: 4x slower). Rows [k_begin, k_end) per call.
+
+template <typename T>
+FUSED_LIF_CPU_DISPATCH void spike_pack_cpu(const T* src, int64_t K, int64_t N, int64_t k_begin,
+                                           int64_t k_end, float* packed) {
+  for (int64_t n0 = 0; n0 < N; n0 += kSpikeColumnTile) {
+    const int64_t width = std::min(kSpikeColumnTile, N - n0);
+    for (int64_t k = k_begin; k < k_end; ++k) {
+      for (int64_t j = 0; j < width; ++j) {
+        packed[K * n0 + k * width + j] = static_cast<float>(src[k * N + n0 + j]);
+      }
     }
   }
+}
+
+template <typename T>
+FUSED_LIF_CPU_DISPATCH void spike_unpack_cpu(const float* packed, int64_t K, int64_t N,
+                                             int64_t k_begin, int64_t k_end, T* dst) {
+  for (int64_t n0 = 0; n0 < N; n0 += kSpikeColumnTile) {
+    const int64_t width = std::min(kSpikeColumnTile, N - n0);
+    for (int64_t k = k_begin; k < k_end; ++k) {
+      for (int64_t j = 0; j < width; ++j) {
+        dst[k * N + n0 + j] = static_cast<T>(packed[K * n0 + k * width + j]);
+      }
+    }
+  }
+}
+
+// Elements [begin, end) of src as float (dOut of a float16 / bfloat16 op).
+template <typename T>
+FUSED_LIF_CPU_DISPATCH void spike_to_float_cpu(const T* src, int64_t begin, int64_t end,
+                                               float* dst) {
+  for (int64_t i = begin; i < end; ++i) dst[i] = static_cast<float>(src[i]);
 }
 
 // ---------------------------------------------------------------- forward --
@@ -173,11 +243,7 @@ FUSED_LIF_CPU_DISPATCH void spike_matmul_forward_cpu(const SpikeMatmulArgs& a, i
     const int64_t m0 = (item % blocks) * kSpikeRowBlock;
     const int64_t m1 = std::min(a.rows, m0 + kSpikeRowBlock);
     const int64_t width = std::min(kSpikeColumnTile, a.outputs - n0);
-    if (width == kSpikeColumnTile) {
-      spike_detail::forward_block<kSpikeColumnTile, T>(a, m0, m1, n0, width);
-    } else {
-      spike_detail::forward_block<0, T>(a, m0, m1, n0, width);
-    }
+    spike_detail::forward_block<T>(a, m0, m1, n0, width);
   }
 }
 
@@ -227,8 +293,7 @@ inline int64_t spike_weight_grad_items(const SpikeMatmulArgs& a) {
   return spike_column_tiles(a.outputs) * spike_weight_grad_chunks(a);
 }
 
-template <typename T>
-FUSED_LIF_CPU_DISPATCH void spike_weight_grad_cpu(const SpikeMatmulArgs& a, int64_t begin,
+FUSED_LIF_CPU_DISPATCH inline void spike_weight_grad_cpu(const SpikeMatmulArgs& a, int64_t begin,
                                                   int64_t end) {
   const int64_t chunks = spike_weight_grad_chunks(a);
   const int64_t chunk_rows = ceil_div(a.inputs, chunks);
@@ -237,11 +302,7 @@ FUSED_LIF_CPU_DISPATCH void spike_weight_grad_cpu(const SpikeMatmulArgs& a, int6
     const int64_t k0 = std::min(a.inputs, (item % chunks) * chunk_rows);
     const int64_t k1 = std::min(a.inputs, k0 + chunk_rows);
     const int64_t width = std::min(kSpikeColumnTile, a.outputs - n0);
-    if (width == kSpikeColumnTile) {
-      spike_detail::weight_grad_tile<kSpikeColumnTile, T>(a, k0, k1, n0, width);
-    } else {
-      spike_detail::weight_grad_tile<0, T>(a, k0, k1, n0, width);
-    }
+    spike_detail::weight_grad_tile(a, k0, k1, n0, width);
   }
 }
 
