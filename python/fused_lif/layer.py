@@ -21,9 +21,11 @@ __all__ = ["LIFLayer", "MinValue", "IMPLEMENTATIONS", "SPIKE_INPUTS", "SPIKE_BRE
 IMPLEMENTATIONS = ("auto", "fused", "reference")
 SPIKE_INPUTS = (False, True, "auto")
 # spike_input="auto" takes the sparse matmul at input densities up to this
-# (the fraction of ones), the dense GEMM above it: the break-even of
-# spike_matmul against tf.matmul, forward + backward, at the medium layer
-# [12800, 784] @ [784, 512] (benchmarks/test_bench_spikes.py).
+# (the fraction of ones), the dense GEMM above it. Measured break-even of
+# spike_matmul against tf.matmul at the medium layer [12800, 784] @ [784,
+# 512] (python benchmarks/test_bench_spikes.py, 2 cores): 43% forward, 38%
+# forward + weight gradient; at 30% sparse takes 0.8x dense. 0.3 leaves a
+# margin for other CPUs, so that "auto" is not slower than dense near it.
 SPIKE_BREAK_EVEN_DENSITY = 0.3
 _log = logging.getLogger("fused_lif")
 _warned_fallback = False
