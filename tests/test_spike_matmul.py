@@ -263,7 +263,7 @@ def test_spike_density():
 
 # ---------------------------------------------------------------- layer ----
 
-def layer_pair(spike_input, features=60, units=40, **kwargs):
+def layer_pair(spike_input, features=60, units=72, **kwargs):
     dense = fused_lif.LIFLayer(units, **kwargs)
     sparse = fused_lif.LIFLayer(units, spike_input=spike_input, **kwargs)
     dense.build((None, None, features))
@@ -292,7 +292,7 @@ def layer_grads(layer, x, g):
 ], ids=["default", "atan-subtract", "sigmoid-none", "triangle-detach-trainable", "reference"])
 def test_layer_sparse_matches_dense(spike_input, options):
     x = spikes_of((6, 12, 60), 0.15, seed=10)
-    g = weights_of((6, 12, 40), seed=11)
+    g = weights_of((6, 12, 72), seed=11)
     dense, sparse = layer_pair(spike_input, **options)
     out_d, grads_d = layer_grads(dense, x, g)
     out_s, grads_s = layer_grads(sparse, x, g)
@@ -335,41 +335,46 @@ def test_layer_spike_input_true_rejects_non_binary_input():
         layer(x)
 
 
-def test_layer_auto_routes_non_binary_and_dense_input_to_the_dense_matmul():
-    dense, auto = layer_pair("auto", features=30, units=20)
-    rng = np.random.default_rng(13)
-    for x in (rng.normal(size=(3, 7, 30)).astype(np.float32),  # non-binary
-              spikes_of((3, 7, 30), 0.9)):  # binary, above the break-even
-        np.testing.assert_array_equal(auto(x).numpy(), dense(x).numpy())
-
-
-def test_layer_auto_picks_by_density_in_graph():
-    layer = fused_lif.LIFLayer(20, spike_input="auto")
-    layer.build((None, None, 30))
+def test_layer_auto_routes_non_binary_and_dense_input_to_the_dense_matmul(monkeypatch):
+    units = layer_module.SPIKE_MIN_UNITS
+    dense, auto = layer_pair("auto", features=30, units=units)
     calls = []
     real = layer_module.spike_matmul
+    monkeypatch.setattr(layer_module, "spike_matmul",
+                        lambda x, w: calls.append(1) or real(x, w))
+    rng = np.random.default_rng(13)
+    non_binary = rng.normal(size=(3, 7, 30)).astype(np.float32)
+    nan = spikes_of((3, 7, 30), 0.1)
+    nan[0, 0, 0] = np.nan
+    for x in (non_binary, nan, spikes_of((3, 7, 30), 0.9)):  # the last above the break-even
+        np.testing.assert_array_equal(auto(x).numpy(), dense(x).numpy())
+    assert not calls  # eager tf.cond runs the taken branch only
+    x = spikes_of((3, 7, 30), 0.05)
+    np.testing.assert_array_equal(auto(x).numpy(), dense(x).numpy())
+    assert calls == [1]
 
-    def counting(x, w):
-        calls.append(1)
-        return real(x, w)
 
-    @tf.function
-    def f(x):
-        return layer(x)
-
-    try:
-        layer_module.spike_matmul = counting
-        f.get_concrete_function(tf.TensorSpec([None, 7, 30]))
-    finally:
-        layer_module.spike_matmul = real
-    assert calls  # both branches are in the graph: chosen when the step runs
+def test_layer_auto_in_graph_picks_when_the_step_runs():
+    layer = fused_lif.LIFLayer(layer_module.SPIKE_MIN_UNITS + 6, spike_input="auto")
+    layer.build((None, None, 30))
+    dense = fused_lif.LIFLayer.from_config({**layer.get_config(), "spike_input": False})
+    dense.build((None, None, 30))
+    dense.set_weights(layer.get_weights())
+    f = tf.function(layer)
+    types = {op.type for op in f.get_concrete_function(
+        tf.TensorSpec([None, 7, 30])).graph.get_operations()}
+    assert "FusedLif>SpikeDensity" in types and types & {"If", "StatelessIf"}
     for density in (0.05, 0.9):
         x = spikes_of((3, 7, 30), density)
-        expected = fused_lif.LIFLayer.from_config(layer.get_config())
-        expected.build((None, None, 30))
-        expected.set_weights(layer.get_weights())
-        expected.spike_input = False
-        np.testing.assert_array_equal(f(x).numpy(), expected(x).numpy())
+        np.testing.assert_array_equal(f(x).numpy(), dense(x).numpy())
+
+
+def test_layer_auto_narrow_layer_is_dense_without_measuring():
+    layer = fused_lif.LIFLayer(layer_module.SPIKE_MIN_UNITS - 1, spike_input="auto")
+    f = tf.function(layer)
+    types = {op.type for op in f.get_concrete_function(
+        tf.TensorSpec([None, 7, 30])).graph.get_operations()}
+    assert "MatMul" in types and not any(t.startswith("FusedLif>Spike") for t in types)
 
 
 @pytest.mark.parametrize("bad", [1, 0, "yes", None, "Auto"])
