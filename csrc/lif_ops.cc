@@ -713,11 +713,13 @@ class SpikeMatmulWeightGradOp : public OpKernel {
     spike_weight_grad_prefix(a);
     ShardSpikeWork(ctx, blocks, per_block,
                    [&a](int64_t b, int64_t e) { spike_weight_grad_fill_cpu(a, b, e); });
-    const int64_t items = spike_weight_grad_items(a);
+    const int64_t threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+    const int64_t items = spike_weight_grad_items(a, threads);
     const int64_t per_item = std::max<int64_t>(1, nnz * std::min(a.outputs, kSpikeColumnTile) /
-                                                      spike_weight_grad_chunks(a));
-    ShardSpikeWork(ctx, items, per_item,
-                   [&a](int64_t b, int64_t e) { spike_weight_grad_cpu(a, b, e); });
+                                                      spike_weight_grad_chunks(a, threads));
+    ShardSpikeWork(ctx, items, per_item, [&a, threads](int64_t b, int64_t e) {
+      spike_weight_grad_cpu(a, threads, b, e);
+    });
     T* out = grad_weights->flat<T>().data();
     ShardSpikeWork(ctx, a.inputs, a.outputs, [&](int64_t b, int64_t e) {
       spike_unpack_cpu<T>(a.packed_grad_weights, a.inputs, a.outputs, b, e, out);

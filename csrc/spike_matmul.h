@@ -337,19 +337,22 @@ inline void spike_weight_grad_fill_cpu(const SpikeMatmulArgs& a, int64_t begin, 
 }
 
 // Work items of the weight gradient: column tiles x chunks of dW's rows k.
-// Each item owns its dW elements (no write conflicts); chunks only split the
-// work when there are few column tiles (e.g. a 10-unit output layer).
-inline int64_t spike_weight_grad_chunks(const SpikeMatmulArgs& a) {
-  const int64_t tiles = spike_column_tiles(a.outputs);
-  return std::max<int64_t>(1, std::min<int64_t>(a.inputs, ceil_div(16, std::max<int64_t>(tiles, 1))));
+// Each item owns its dW elements (no write conflicts) and sums each in the
+// same order whatever the chunking, so `threads` only sets how the work is
+// split: into chunks when there are fewer column tiles than threads (each
+// chunk streams the tile's dOut columns again, so no more than needed).
+inline int64_t spike_weight_grad_chunks(const SpikeMatmulArgs& a, int64_t threads) {
+  const int64_t tiles = std::max<int64_t>(1, spike_column_tiles(a.outputs));
+  return std::max<int64_t>(1, std::min<int64_t>(a.inputs, ceil_div(threads, tiles)));
 }
-inline int64_t spike_weight_grad_items(const SpikeMatmulArgs& a) {
-  return spike_column_tiles(a.outputs) * spike_weight_grad_chunks(a);
+inline int64_t spike_weight_grad_items(const SpikeMatmulArgs& a, int64_t threads) {
+  return spike_column_tiles(a.outputs) * spike_weight_grad_chunks(a, threads);
 }
 
-FUSED_LIF_CPU_DISPATCH inline void spike_weight_grad_cpu(const SpikeMatmulArgs& a, int64_t begin,
-                                                  int64_t end) {
-  const int64_t chunks = spike_weight_grad_chunks(a);
+// Items [begin, end) of spike_weight_grad_items(a, threads).
+FUSED_LIF_CPU_DISPATCH inline void spike_weight_grad_cpu(const SpikeMatmulArgs& a, int64_t threads,
+                                                         int64_t begin, int64_t end) {
+  const int64_t chunks = spike_weight_grad_chunks(a, threads);
   const int64_t chunk_rows = ceil_div(a.inputs, chunks);
   for (int64_t item = begin; item < end; ++item) {
     const int64_t n0 = (item / chunks) * kSpikeColumnTile;
