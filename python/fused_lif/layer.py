@@ -24,9 +24,10 @@ SPIKE_INPUTS = (False, True, "auto")
 # spike_input="auto" takes the sparse matmul at input densities up to this
 # (the fraction of ones), the dense GEMM above it. Measured break-even of
 # spike_matmul against tf.matmul at the medium layer [12800, 784] @ [784,
-# 512] (python benchmarks/test_bench_spikes.py, 2 cores): 43% forward, 38%
-# forward + weight gradient; at 30% sparse takes 0.8x dense. 0.3 leaves a
-# margin for other CPUs, so that "auto" is not slower than dense near it.
+# 512] (python benchmarks/test_bench_spikes.py, 2 shared cores, two runs):
+# 43-44% forward, 38-43% forward + weight gradient; at 30% sparse takes
+# 0.66-0.81x dense. 0.3 leaves a margin (other CPUs, and the density pass
+# "auto" adds), so that "auto" is not slower than dense near it.
 SPIKE_BREAK_EVEN_DENSITY = 0.3
 # ... and only in layers of at least this many units: building the row lists
 # costs the same whatever the width, the dense GEMM grows with it. Measured
