@@ -369,6 +369,27 @@ def test_layer_auto_in_graph_picks_when_the_step_runs():
         np.testing.assert_array_equal(f(x).numpy(), dense(x).numpy())
 
 
+@pytest.mark.parametrize("density", [0.05, 0.9], ids=["sparse-branch", "dense-branch"])
+def test_layer_auto_gradients_in_tf_function(density):
+    """Both tf.cond branches differentiate in a graph (the sparse branch's row
+    lists cross the cond) and give the dense layer's gradients."""
+    dense, auto = layer_pair("auto", features=30)
+    x = spikes_of((4, 6, 30), density, seed=14)
+    g = weights_of((4, 6, 72), seed=15)
+
+    def grads(layer):
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x) * g)
+            return tape.gradient(loss, [x] + layer.trainable_weights)
+        return run(tf.constant(x))
+
+    for a, b in zip(grads(auto), grads(dense)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_layer_auto_narrow_layer_is_dense_without_measuring():
     layer = fused_lif.LIFLayer(layer_module.SPIKE_MIN_UNITS - 1, spike_input="auto")
     f = tf.function(layer)
