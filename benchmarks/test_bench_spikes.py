@@ -10,13 +10,13 @@
     pytest benchmarks/test_bench_spikes.py --bench-shapes=medium,large \\
         --benchmark-json=spikes.json
     python benchmarks/test_bench_spikes.py      # the sweep, interleaved: break-even
+    python benchmarks/test_bench_spikes.py --steps medium,large   # steps vs 5-GEMM floor
 
-The GEMM floor to compare the step with is test_bench_model.py's
-(test_gemm_floor[needed-5-gemms]), on the same shapes.
+`--steps` times the steps beside the 5-GEMM floor, each GEMM alone and
+summed (test_bench_model.py's floor runs them in one function).
 """
 
 import statistics
-import sys
 
 import numpy as np
 import pytest
@@ -161,5 +161,53 @@ def main(repeats=5):
               + ("above the sweep" if point is None else f"{point:.1%}"))
 
 
+def step_table(shape_name, repeats=5, density=INPUT_DENSITY):
+    """The training step at `density` input, dense / spike_input=True / "auto",
+    beside the 5-GEMM floor measured as each of the step's GEMMs alone, summed
+    (a chained floor: the GEMMs do not share the cores); all calls interleaved."""
+    shape = bm.get_shape(shape_name)
+    models = _step_models(shape)
+    x, y = _bench.model_inputs(shape, rate=density)
+    _, w1, w2, g2 = _bench.gemm_floor_inputs(shape)
+    x2d = tf.reshape(x, [-1, shape.inputs])
+    c1 = tf.matmul(x2d, w1)
+    dc1 = tf.matmul(g2, w2, transpose_b=True)
+    calls = {name: (_bench.training_step(m), (x, y)) for name, m in models.items()}
+    gemms = {"x @ w1": (x2d, w1, {}), "c1 @ w2": (c1, w2, {}),
+             "dw2 = c1^T g2": (c1, g2, {"transpose_a": True}),
+             "dc1 = g2 w2^T": (g2, w2, {"transpose_b": True}),
+             "dw1 = x^T dc1": (x2d, dc1, {"transpose_a": True})}
+    for name, (a, b, kw) in gemms.items():
+        calls[name] = (tf.function(lambda a, b, kw=kw: tf.matmul(a, b, **kw)), (a, b))
+    for fn, args in calls.values():
+        bm.warm_up(fn, args, 2)
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (fn, args) in calls.items():
+            times[name].extend(bm.time_calls(fn, args, repeats=1, warmup=0))
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    floor = sum(ms[name] for name in gemms)
+    print(f"\ntraining step, {density:.0%} input, {shape}: median of {repeats}, ms")
+    for name in gemms:
+        print(f"  {name:16s} {ms[name]:9.1f}")
+    print(f"  {'5-GEMM floor':16s} {floor:9.1f}   (each GEMM alone, summed)")
+    for name in models:
+        print(f"  {name:16s} {ms[name]:9.1f}   {ms[name] / floor:.2f}x floor")
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", default="", metavar="SHAPES",
+                        help="comma-separated shapes: time the training steps there instead "
+                             "of the density sweep (e.g. medium,large)")
+    parser.add_argument("--density", type=float, default=INPUT_DENSITY,
+                        help="input density of the training steps (default 0.1)")
+    options = parser.parse_args()
+    if options.steps:
+        for name in options.steps.split(","):
+            step_table(name.strip(), options.repeats, options.density)
+    else:
+        main(options.repeats)
