@@ -333,3 +333,25 @@ def test_train_prints_no_tensorflow_logging(digits_npz, tmp_path):
     assert "validation accuracy" in proc.stdout and "wall time" in proc.stdout
     noise = [line for line in (proc.stdout + proc.stderr).splitlines() if TF_LOG_LINE.search(line)]
     assert noise == []
+
+
+def test_train_reports_input_and_hidden_spike_densities(digits_npz, tmp_path, capsys):
+    """The input density over every training digit's spike train, and the
+    hidden layer's over an inference pass, printed and in summary.json."""
+    from fused_lif import experiment
+
+    out = tmp_path / "out"
+    argv = _tiny(digits_npz, out, "--raster-digits", "0")
+    assert cli.main(argv) == 0
+    stdout = capsys.readouterr().out
+    fused = _summary(out)["results"]["fused"]
+    args = cli.build_parser().parse_args(argv)
+    data = experiment.prepare_data(args)
+    expected = np.mean(data.spikes[:data.n_train] != 0)
+    assert fused["input_spike_density"] == pytest.approx(expected, rel=1e-12)
+    assert 0.0 <= fused["hidden_spike_density"] <= 1.0
+    assert fused["hidden_spike_density_digits"] == data.n_train == 51
+    assert re.search(rf"input spike density \(all training digits\)\s+"
+                     rf"{fused['input_spike_density']:.3f}", stdout)
+    assert re.search(rf"hidden spike density \(final weights, 51 training digits\)\s+"
+                     rf"{fused['hidden_spike_density']:.3f}", stdout)

@@ -6,6 +6,7 @@ CPU or CUDA kernel.
     layer = fused_lif.LIFLayer(128)                 # the seed's layer, fused
     spikes = fused_lif.lif_scan(currents)           # [batch, time, neurons]
     spikes = fused_lif.reference.lif_scan(currents) # the tf.while_loop ground truth
+    current = fused_lif.spike_matmul(spikes2d, w)   # binary spikes @ w, zeros skipped
     model = fused_lif.create_snn_model(784, 128, 10, 20, training="dfa")  # DFAModel
 """
 
@@ -16,6 +17,7 @@ from .layer import IMPLEMENTATIONS, LIFLayer, MinValue
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
 from .models import create_snn_model
 from .ops import FusedOpUnavailableError, is_available, lif_scan
+from .spike_matmul import spike_density, spike_matmul
 
 __version__ = "0.1.0"
 
@@ -38,4 +40,6 @@ __all__ = [
     "reference",
     "spike_categorical_accuracy",
     "spike_categorical_crossentropy",
+    "spike_density",
+    "spike_matmul",
 ]

@@ -249,6 +249,10 @@ def _report(results, compared, epochs):
         rows.append((f"epoch time, s (median, {later})", "median_epoch_seconds_after_first",
                      ".2f"))
     rows.append((f"training step, ms (median, {later})", "median_step_ms", ".1f"))
+    rows.append(("input spike density (all training digits)", "input_spike_density", ".3f"))
+    digits = max(results[n].get("hidden_spike_density_digits") or 0 for n in names)
+    rows.append((f"hidden spike density (final weights, {digits} training digits)",
+                 "hidden_spike_density", ".3f"))
     width = max(len(r[0]) for r in rows)
     column = max(12, *(len(n) + 2 for n in names))
     lines = ["".join([" " * width] + [f"{n:>{column}}" for n in names])]

@@ -21,9 +21,11 @@ from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
 from .models import create_snn_model
 
 __all__ = ["EpochTimer", "Data", "prepare_data", "runs", "initial_weights", "train_one",
-           "speedups", "comparisons", "summary"]
+           "spike_densities", "speedups", "comparisons", "summary"]
 
 EVAL_BATCH_SIZE = 256
+# Training digits that the hidden layer's spike density is measured on.
+DENSITY_DIGITS = 1024
 NUM_CLASSES = 10
 # The train command's options that summary.json records.
 CONFIG_KEYS = ("implementation", "compare", "training", "samples", "validation_split",
@@ -141,6 +143,22 @@ def _median_or_none(values):
     return statistics.median(values) if values else None
 
 
+def spike_densities(model, data):
+    """The fraction of ones in the input spike trains (every training digit,
+    as fit saw them) and in the hidden layer's spikes (an inference pass with
+    the final weights over the first DENSITY_DIGITS training digits): what
+    LIFLayer(spike_input=...) would see. (input, hidden, digits of the hidden
+    pass); None where there is no training digit."""
+    x = data.spikes[:data.n_train]
+    if x.size == 0:
+        return None, None, 0
+    input_density = float(np.count_nonzero(x)) / x.size
+    sample = x[:DENSITY_DIGITS]
+    hidden = keras.Model(model.inputs, model.get_layer("hidden_layer").output)
+    spikes = hidden.predict(sample, batch_size=EVAL_BATCH_SIZE, verbose=0)
+    return input_density, float(np.count_nonzero(spikes)) / spikes.size, len(sample)
+
+
 def train_one(implementation, training, weights, data, config):
     """Trains one implementation by one training rule from `weights`,
     evaluates it on the test digits; returns (model, result dict: history,
@@ -178,6 +196,8 @@ def train_one(implementation, training, weights, data, config):
         "test_loss": None,
         "test_seconds": None,
     }
+    (result["input_spike_density"], result["hidden_spike_density"],
+     result["hidden_spike_density_digits"]) = spike_densities(model, data)
     if data.test is not None:
         start = time.perf_counter()
         scores = model.evaluate(data.test, verbose=0, return_dict=True)

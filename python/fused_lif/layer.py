@@ -14,14 +14,32 @@ import numpy as np
 import tensorflow as tf
 
 from . import _params, ops, reference
+from .spike_matmul import spike_density, spike_matmul
 
-__all__ = ["LIFLayer", "MinValue", "IMPLEMENTATIONS"]
+__all__ = ["LIFLayer", "MinValue", "IMPLEMENTATIONS", "SPIKE_INPUTS", "SPIKE_BREAK_EVEN_DENSITY",
+           "SPIKE_MIN_UNITS"]
 
 IMPLEMENTATIONS = ("auto", "fused", "reference")
+SPIKE_INPUTS = (False, True, "auto")
+# spike_input="auto" takes the sparse matmul at input densities up to this
+# (the fraction of ones), the dense GEMM above it. Measured break-even of
+# spike_matmul against tf.matmul at the medium layer [12800, 784] @ [784,
+# 512] (python benchmarks/test_bench_spikes.py, 2 shared cores, two runs):
+# 43-44% forward, 38-43% forward + weight gradient; at 30% sparse takes
+# 0.66-0.81x dense. 0.3 leaves a margin (other CPUs, and the density pass
+# "auto" adds), so that "auto" is not slower than dense near it.
+SPIKE_BREAK_EVEN_DENSITY = 0.3
+# ... and only in layers of at least this many units: building the row lists
+# costs the same whatever the width, the dense GEMM grows with it. Measured
+# at [12800, 784] @ [784, units], 10% density, forward + both gradients:
+# sparse / dense 1.19 at 32 units, 0.83 at 64, 0.36 at 128 (and 1.2-2x at
+# [12800, 512] @ [512, 10], the seed's output layer).
+SPIKE_MIN_UNITS = 64
 _log = logging.getLogger("fused_lif")
 _warned_fallback = False
 _warned_xla = False
 _warned_dfa = False
+_warned_xla_spikes = False
 # Direct feedback alignment: while `fused_lif.DFAModel.train_step` runs its
 # forward pass, `_dfa_step.spikes` is a list (per thread: tf.distribute runs
 # replicas in threads); every LIFLayer then stops the gradient into its input,
@@ -146,6 +164,21 @@ class LIFLayer(keras.layers.Layer):
         initialised from `tau` / `threshold`. tau stays in its valid range
         (>= 1) during training by a `MinValue(1.0)` constraint.
       return_state: return (spikes, final_membrane [batch, units], float32).
+      spike_input: how the input currents x @ w are computed. False (the
+        default): a dense matmul, bit-identical to the seed. True: the input
+        must be binary (0/1 spikes, e.g. rate-coded data or a LIFLayer's
+        output): `fused_lif.spike_matmul` sums the rows of w that the spikes
+        select and skips the zeros (CPU kernel); any other value raises
+        InvalidArgumentError naming it. "auto": measures the input's density
+        and binary-ness in the graph (one pass) and takes the sparse matmul
+        for binary input at density <= SPIKE_BREAK_EVEN_DENSITY, the dense one
+        otherwise (non-binary input goes to the dense matmul); layers of
+        fewer than SPIKE_MIN_UNITS units, and any layer when TensorFlow sees
+        a GPU (spike_matmul has CPU kernels only), always take the dense
+        matmul. float32, float16 and bfloat16 (sums in float32). The sparse sums
+        run in index order, so the currents equal the dense ones to float
+        rounding, not bit for bit: a spike can flip where a current sits at
+        the threshold to the last bit. Under XLA the dense matmul is used.
       stateful: carry the membrane across calls (needs a fixed batch size);
         `reset_states()` zeroes it. Not under a tf.distribute strategy with
         several replicas (refused when built or called there): carry the
@@ -159,7 +192,7 @@ class LIFLayer(keras.layers.Layer):
                  is_output_layer=False, implementation="auto", alpha=10.0,
                  surrogate="fast_sigmoid", reset="zero", detach_reset=False,
                  trainable_tau=False, trainable_threshold=False, return_state=False,
-                 stateful=False, feedback_initializer=None, **kwargs):
+                 stateful=False, feedback_initializer=None, spike_input=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units <= 0:
             raise ValueError(f"units must be a positive integer, got {units!r}")
@@ -167,6 +200,9 @@ class LIFLayer(keras.layers.Layer):
             raise ValueError(
                 f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
             )
+        if not any(spike_input is v or (isinstance(v, str) and spike_input == v)
+                   for v in SPIKE_INPUTS):
+            raise ValueError(f"spike_input must be one of {SPIKE_INPUTS}, got {spike_input!r}")
         _params.check_options(alpha, surrogate, reset, detach_reset)
         _params.to_decay(tau, units)  # validates tau
         _params.to_threshold(threshold, units)  # validates threshold
@@ -194,6 +230,7 @@ class LIFLayer(keras.layers.Layer):
         self.trainable_threshold = trainable_threshold
         self.return_state = return_state
         self.stateful = stateful
+        self.spike_input = spike_input
         self.feedback_initializer = (None if feedback_initializer is None
                                      else keras.initializers.get(feedback_initializer))
         self.feedback = None
@@ -272,6 +309,26 @@ class LIFLayer(keras.layers.Layer):
             return reference
         return resolve_implementation(self.implementation)
 
+    def _input_currents(self, x, w):
+        """x [rows, features] @ w, dense or sparse as spike_input says."""
+        global _warned_xla_spikes
+        if self.spike_input is False:
+            return tf.matmul(x, w)
+        if _in_xla_context():
+            if not _warned_xla_spikes:
+                _warned_xla_spikes = True
+                _log.warning("LIFLayer(spike_input=...) under XLA: using the dense matmul "
+                             "(spike_matmul has no XLA kernel).")
+            return tf.matmul(x, w)
+        if self.spike_input is True:
+            return spike_matmul(x, w)
+        if (self.units < SPIKE_MIN_UNITS or x.dtype not in (tf.float32, tf.float16, tf.bfloat16)
+                or not ops.is_available() or tf.config.list_logical_devices("GPU")):
+            return tf.matmul(x, w)  # no gain possible here: not even measured
+        density, binary = spike_density(x)
+        sparse = tf.logical_and(binary, density <= SPIKE_BREAK_EVEN_DENSITY)
+        return tf.cond(sparse, lambda: spike_matmul(x, w), lambda: tf.matmul(x, w))
+
     def call(self, inputs, initial_state=None, training=None):
         x = tf.convert_to_tensor(inputs)
         dfa_spikes = getattr(_dfa_step, "spikes", None)
@@ -282,7 +339,7 @@ class LIFLayer(keras.layers.Layer):
         features = self.w.shape[0]
         shape = tf.shape(x)
         # One GEMM over all time steps: [batch * time, features] @ [features, units].
-        currents = tf.matmul(tf.reshape(x, [-1, features]), tf.cast(self.w, x.dtype))
+        currents = self._input_currents(tf.reshape(x, [-1, features]), tf.cast(self.w, x.dtype))
         currents = tf.reshape(currents, tf.stack([shape[0], shape[1], self.units]))
         currents.set_shape([x.shape[0], x.shape[1], self.units])
         if self.membrane_state is not None:
@@ -325,7 +382,7 @@ class LIFLayer(keras.layers.Layer):
             implementation=self.implementation, alpha=self.alpha, surrogate=self.surrogate,
             reset=self.reset, detach_reset=self.detach_reset, trainable_tau=self.trainable_tau,
             trainable_threshold=self.trainable_threshold, return_state=self.return_state,
-            stateful=self.stateful,
+            stateful=self.stateful, spike_input=self.spike_input,
             feedback_initializer=(None if self.feedback_initializer is None else
                                   keras.initializers.serialize(self.feedback_initializer)))
         return config

@@ -14,7 +14,9 @@ def create_snn_model(input_dim, hidden_units, output_units, time_steps, implemen
                      **layer_kwargs):
     """The seed's 2-layer dense SNN: [batch, time_steps, input_dim] -> spikes
     [batch, time_steps, output_units]. `implementation` and `layer_kwargs` go
-    to both LIFLayers.
+    to both LIFLayers: e.g. `spike_input=True` (or "auto") computes both
+    layers' input currents with `fused_lif.spike_matmul`, their inputs (rate-
+    coded spikes, hidden spikes) being binary.
 
     training: "backprop" (the seed's keras.Model) or "dfa": a
     `fused_lif.DFAModel` whose hidden layer is a DFA hidden layer

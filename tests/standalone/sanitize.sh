@@ -21,4 +21,10 @@ for device in cpu emulated; do
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     PYTHONPATH="$build:$root/tests" "$python" "$here/check_kernels.py" --device "$device"
 done
+# The spike_matmul kernels (header-only; in the TensorFlow op library only).
+g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+  -fno-omit-frame-pointer -ffp-contract=off -fno-trapping-math -I "$root/csrc" \
+  "$here/check_spike_matmul.cc" -o "$build/check_spike_matmul"
+ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  "$build/check_spike_matmul"
 echo "sanitize: ASan + UBSan clean"

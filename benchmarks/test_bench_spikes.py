@@ -1,0 +1,213 @@
+"""Binary-spike matmuls: `fused_lif.spike_matmul` against the dense GEMM.
+
+- A density sweep (1%..50%) at the medium hidden layer, [B*T, in] @ [in,
+  hidden] = [12800, 784] @ [784, 512]: forward, and forward + weight
+  gradient (what a first layer's step needs), dense vs sparse. Their
+  break-even is LIFLayer's SPIKE_BREAK_EVEN_DENSITY ("auto").
+- The seed model's training step with LIFLayer(spike_input=True) and
+  ("auto"), beside the dense fused step, on 10%-density rate-coded input.
+
+    pytest benchmarks/test_bench_spikes.py --bench-shapes=medium,large \\
+        --benchmark-json=spikes.json
+    python benchmarks/test_bench_spikes.py      # the sweep, interleaved: break-even
+    python benchmarks/test_bench_spikes.py --steps medium,large   # steps vs 5-GEMM floor
+
+`--steps` times the steps beside the 5-GEMM floor, each GEMM alone and
+summed (test_bench_model.py's floor runs them in one function).
+"""
+
+import statistics
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import harness as bm
+
+import fused_lif
+from fused_lif import _bench
+
+DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+SWEEP_SHAPE = (128 * 100, 784, 512)  # the medium shape's hidden layer: rows, inputs, outputs
+INPUT_DENSITY = 0.1  # rate-coded MNIST: about 10% ones
+STEP_IMPLEMENTATIONS = {
+    "fused": False,  # the dense GEMM (the default)
+    "fused-sparse": True,
+    "fused-auto": "auto",
+}
+
+
+def sweep_inputs(density, seed=0):
+    rows, inputs, outputs = SWEEP_SHAPE
+    rng = np.random.default_rng(seed)
+    x = (rng.random((rows, inputs), dtype=np.float32) < density).astype(np.float32)
+    w = rng.normal(0, 0.05, (inputs, outputs)).astype(np.float32)
+    g = rng.normal(0, 1e-3, (rows, outputs)).astype(np.float32)
+    return tf.constant(x), tf.Variable(w), tf.constant(g)
+
+
+def sweep_fn(implementation, backward):
+    """tf.function (x, w, g) -> output (and dW = xᵀ g with `backward`): the
+    product, and its weight gradient as a first layer's step needs it."""
+    matmul = fused_lif.spike_matmul if implementation == "sparse" else tf.matmul
+
+    @tf.function
+    def run(x, w, g):
+        if not backward:
+            return matmul(x, w)
+        with tf.GradientTape() as tape:
+            out = matmul(x, w)
+            loss = tf.reduce_sum(out * g)
+        return out, tape.gradient(loss, w)
+
+    return run
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward-backward"])
+@pytest.mark.parametrize("density", DENSITIES, ids=lambda d: f"density-{d:g}")
+@pytest.mark.parametrize("implementation", ["dense", "sparse"])
+def test_spike_matmul_density_sweep(run_benchmark, cache, implementation, density, backward):
+    x, w, g = cache.get(("sweep", density), lambda: sweep_inputs(density))
+    result = run_benchmark(
+        sweep_fn(implementation, backward), (x, w, g),
+        group=f"spike matmul {'forward + dW' if backward else 'forward'}: "
+              f"{SWEEP_SHAPE[0]}x{SWEEP_SHAPE[1]} @ {SWEEP_SHAPE[1]}x{SWEEP_SHAPE[2]}",
+        kind="spike-matmul-backward" if backward else "spike-matmul", shape="medium",
+        matmul_shape=list(SWEEP_SHAPE), density=density, implementation=implementation)
+    out = result[0] if backward else result
+    # Spot-check against float64 on the first rows.
+    exact = x.numpy()[:64].astype(np.float64) @ w.numpy().astype(np.float64)
+    np.testing.assert_allclose(out.numpy()[:64], exact, rtol=1e-4, atol=1e-4)
+
+
+def _step_builder(spike_input):
+    def build(shape):
+        return fused_lif.create_snn_model(shape.inputs, shape.hidden, shape.outputs,
+                                          shape.time, implementation="fused",
+                                          spike_input=spike_input)
+    return build
+
+
+def _step_models(shape):
+    return _bench.build_models(shape, tuple(STEP_IMPLEMENTATIONS), builders={
+        name: _step_builder(spike_input) for name, spike_input in STEP_IMPLEMENTATIONS.items()})
+
+
+@pytest.mark.parametrize("implementation", list(STEP_IMPLEMENTATIONS))
+def test_training_step_spike_input(run_benchmark, cache, shape_name, implementation):
+    """The seed model's training step on 10%-density input: dense input
+    matmuls (the default) vs LIFLayer(spike_input=True / "auto"), from the
+    same weights; the first step's loss agrees to rounding."""
+    shape = bm.get_shape(shape_name)
+    models = cache.get(("spike-models", shape.name), lambda: _step_models(shape))
+    x, y = cache.get(("spike-inputs", shape.name),
+                     lambda: _bench.model_inputs(shape, rate=INPUT_DENSITY))
+    losses = cache.get(("spike-losses", shape.name), lambda: {
+        name: float(_bench.loss_and_gradients(m)(x, y)[1]) for name, m in models.items()})
+    np.testing.assert_allclose(losses[implementation], losses["fused"], rtol=1e-3)
+    loss = run_benchmark(_bench.training_step(models[implementation]), (x, y),
+                         group=f"training step, {INPUT_DENSITY:.0%} input: {shape}",
+                         kind="model-step-spikes", shape=shape.name,
+                         model_shape=[shape.batch, shape.time, shape.inputs, shape.hidden,
+                                      shape.outputs],
+                         input_density=INPUT_DENSITY, implementation=implementation,
+                         spike_input=STEP_IMPLEMENTATIONS[implementation])
+    assert np.isfinite(loss.numpy())
+
+
+# --------------------------------------------------------- break-even ----
+
+def break_even(rows):
+    """The density where sparse forward + dW stops beating dense: linear
+    interpolation of the ratio sparse/dense between the sweep's points."""
+    prev = None
+    for density, dense, sparse in rows:
+        ratio = sparse / dense
+        if ratio >= 1.0:
+            if prev is None:
+                return density
+            d0, r0 = prev
+            return d0 + (1.0 - r0) * (density - d0) / (ratio - r0)
+        prev = (density, ratio)
+    return None
+
+
+def main(repeats=5):
+    """The sweep, dense and sparse calls interleaved per density (ratios from
+    the same moments of a shared machine), and the break-even."""
+    print(f"spike_matmul vs tf.matmul, [{SWEEP_SHAPE[0]}, {SWEEP_SHAPE[1]}] @ "
+          f"[{SWEEP_SHAPE[1]}, {SWEEP_SHAPE[2]}], median of {repeats}, ms")
+    print(f"{'density':>8} {'dense fwd':>10} {'sparse fwd':>11} {'ratio':>6} "
+          f"{'dense f+dW':>11} {'sparse f+dW':>12} {'ratio':>6}")
+    results = {False: [], True: []}
+    for density in DENSITIES:
+        args = sweep_inputs(density)
+        cells = []
+        for backward in (False, True):
+            fns = [sweep_fn(impl, backward) for impl in ("dense", "sparse")]
+            for fn in fns:
+                bm.warm_up(fn, args, 2)
+            times = [[], []]
+            for _ in range(repeats):
+                for i, fn in enumerate(fns):
+                    times[i].extend(bm.time_calls(fn, args, repeats=1, warmup=0))
+            dense, sparse = (1e3 * statistics.median(t) for t in times)
+            results[backward].append((density, dense, sparse))
+            cells += [f"{dense:10.1f}", f"{sparse:11.1f}", f"{sparse / dense:6.2f}"]
+        print(f"{density:8.0%} " + " ".join(cells), flush=True)
+    for backward, label in ((False, "forward"), (True, "forward + dW")):
+        point = break_even(results[backward])
+        print(f"break-even density, {label}: "
+              + ("above the sweep" if point is None else f"{point:.1%}"))
+
+
+def step_table(shape_name, repeats=5, density=INPUT_DENSITY):
+    """The training step at `density` input, dense / spike_input=True / "auto",
+    beside the 5-GEMM floor measured as each of the step's GEMMs alone, summed
+    (a chained floor: the GEMMs do not share the cores); all calls interleaved."""
+    shape = bm.get_shape(shape_name)
+    models = _step_models(shape)
+    x, y = _bench.model_inputs(shape, rate=density)
+    _, w1, w2, g2 = _bench.gemm_floor_inputs(shape)
+    x2d = tf.reshape(x, [-1, shape.inputs])
+    c1 = tf.matmul(x2d, w1)
+    dc1 = tf.matmul(g2, w2, transpose_b=True)
+    calls = {name: (_bench.training_step(m), (x, y)) for name, m in models.items()}
+    gemms = {"x @ w1": (x2d, w1, {}), "c1 @ w2": (c1, w2, {}),
+             "dw2 = c1^T g2": (c1, g2, {"transpose_a": True}),
+             "dc1 = g2 w2^T": (g2, w2, {"transpose_b": True}),
+             "dw1 = x^T dc1": (x2d, dc1, {"transpose_a": True})}
+    for name, (a, b, kw) in gemms.items():
+        calls[name] = (tf.function(lambda a, b, kw=kw: tf.matmul(a, b, **kw)), (a, b))
+    for fn, args in calls.values():
+        bm.warm_up(fn, args, 2)
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (fn, args) in calls.items():
+            times[name].extend(bm.time_calls(fn, args, repeats=1, warmup=0))
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    floor = sum(ms[name] for name in gemms)
+    print(f"\ntraining step, {density:.0%} input, {shape}: median of {repeats}, ms")
+    for name in gemms:
+        print(f"  {name:16s} {ms[name]:9.1f}")
+    print(f"  {'5-GEMM floor':16s} {floor:9.1f}   (each GEMM alone, summed)")
+    for name in models:
+        print(f"  {name:16s} {ms[name]:9.1f}   {ms[name] / floor:.2f}x floor")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", default="", metavar="SHAPES",
+                        help="comma-separated shapes: time the training steps there instead "
+                             "of the density sweep (e.g. medium,large)")
+    parser.add_argument("--density", type=float, default=INPUT_DENSITY,
+                        help="input density of the training steps (default 0.1)")
+    options = parser.parse_args()
+    if options.steps:
+        for name in options.steps.split(","):
+            step_table(name.strip(), options.repeats, options.density)
+    else:
+        main(options.repeats)

@@ -1,0 +1,85 @@
+"""`spike_matmul`: spikes @ weights for binary spikes, without multiplying by
+the zeros (the compiled FusedLif>SpikeMatmul op, CPU kernels only; see
+csrc/spike_matmul.h), and its registered gradient.
+
+For binary X, X @ W is a sum of the rows of W that X's ones select, and the
+weight gradient Xᵀ @ dOut a sum of dOut's rows. The forward finds each row's
+ones once (a CSR: row_ptr, cols) and the backward reuses them; dX = dOut @ Wᵀ
+stays a dense matmul. Sums run in index order (k ascending in the forward,
+m ascending in the weight gradient), accumulated in float32 whatever the
+dtype: the result equals tf.matmul's to float rounding, not bit for bit.
+"""
+
+import tensorflow as tf
+
+from . import ops
+
+__all__ = ["spike_matmul", "spike_density", "DTYPES"]
+
+DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+
+
+def _check(spikes, weights):
+    spikes = tf.convert_to_tensor(spikes)
+    weights = tf.convert_to_tensor(weights)
+    for name, t in (("spikes", spikes), ("weights", weights)):
+        if t.dtype not in DTYPES:
+            raise TypeError(f"spike_matmul: {name} must be float32, float16 or bfloat16, got "
+                            f"{t.dtype.name}")
+    if spikes.dtype != weights.dtype:
+        raise TypeError(f"spike_matmul: spikes and weights must have the same dtype, got "
+                        f"{spikes.dtype.name} and {weights.dtype.name}")
+    for name, t, axes in (("spikes", spikes, "[rows, inputs]"),
+                          ("weights", weights, "[inputs, outputs]")):
+        if t.shape.rank is not None and t.shape.rank != 2:
+            raise ValueError(f"spike_matmul: {name} must have rank 2 {axes}, got shape {t.shape}")
+    k_spikes, k_weights = spikes.shape[-1], weights.shape[0] if weights.shape.rank else None
+    if k_spikes is not None and k_weights is not None and k_spikes != k_weights:
+        raise ValueError(f"spike_matmul: spikes [rows, inputs] and weights [inputs, outputs] "
+                         f"must agree on inputs, got spikes {spikes.shape} and weights "
+                         f"{weights.shape}")
+    return spikes, weights
+
+
+def spike_matmul(spikes, weights):
+    """spikes [rows, inputs] @ weights [inputs, outputs] for spikes that are all
+    0 or 1: the sum of weights' rows that each row's ones select.
+
+    Differentiable in both arguments (weights: from the saved row lists; spikes:
+    grad @ weightsᵀ, dense). float32, float16 and bfloat16 (same dtype for both;
+    sums in float32). A value other than 0 or 1 (NaN included) raises
+    tf.errors.InvalidArgumentError naming it and its [row, col]. Runs on the CPU.
+    """
+    spikes, weights = _check(spikes, weights)
+    output, _, _ = ops.load_library().fused_lif_spike_matmul(spikes, weights)
+    return output
+
+
+def spike_density(spikes):
+    """(density, binary): the fraction of nonzero values of `spikes` (a float32
+    scalar tensor) and whether every value is 0 or 1 (a bool scalar), in one pass."""
+    spikes = tf.convert_to_tensor(spikes)
+    if spikes.dtype not in DTYPES:
+        raise TypeError(f"spike_density: spikes must be float32, float16 or bfloat16, got "
+                        f"{spikes.dtype.name}")
+    result = ops.load_library().fused_lif_spike_density(spikes)
+    return result.density, result.binary
+
+
+@tf.RegisterGradient("FusedLif>SpikeMatmul")
+def _spike_matmul_grad(op, grad_output, grad_row_ptr, grad_cols):
+    """dW from the forward's row lists (FusedLif>SpikeMatmulWeightGrad); dX =
+    grad @ Wᵀ, dense, skipped when nothing needs it (eager: skip_input_indices;
+    graphs prune it)."""
+    del grad_row_ptr, grad_cols  # integer outputs: no gradient
+    spikes, weights = op.inputs
+    _, row_ptr, cols = op.outputs
+    skip = getattr(op, "skip_input_indices", None) or ()
+    grad_spikes = None if 0 in skip else tf.matmul(grad_output, weights, transpose_b=True)
+    grad_weights = None if 1 in skip else ops.load_library().fused_lif_spike_matmul_weight_grad(
+        grad_output, row_ptr, cols, weights)
+    return grad_spikes, grad_weights
+
+
+tf.no_gradient("FusedLif>SpikeMatmulWeightGrad")
+tf.no_gradient("FusedLif>SpikeDensity")
