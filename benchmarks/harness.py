@@ -111,6 +111,7 @@ TARGETS = {
     "floor_ratio": 1.15,        # fused training step / 5-GEMM floor, medium & large: <=
     "fit_no_scan_ratio": 1.15,  # seed notebook model.fit epoch, fused / without the scan: <=
     "sparse_floor_ratio": 0.6,  # sparse-input training step / dense GEMM floor, medium & large: <=
+    "auto_dense_ratio": 1.05,   # spike_input="auto" step / dense step, dense (50%) input: <=
     "floor_in_sequence": 0.95,  # GEMM floor / sum of its GEMMs timed alone, floor >= 10 ms: >=
     "bandwidth_fraction": 0.85,  # LIF op fwd+bwd bandwidth / copy bandwidth: >=
     "memory_ratio": 0.4,        # peak host memory fused / reference: <=
@@ -730,15 +731,14 @@ def ratio_table(data):
     # The sparse (binary spike input) path against the dense floor: faster
     # than any dense implementation can be.
     for shape in FLOOR_SHAPES:
-        sparse = _by_info(benches, shape=shape, implementation="fused-sparse")
-        # The training step's own benchmark, if a density sweep shares the name.
-        sparse = ([b for b in sparse if b.get("name", "").startswith("test_sparse_training_step")]
-                  or sparse)
+        # test_bench_spikes.py's training step with LIFLayer(spike_input=True).
+        sparse = _by_info(benches, kind="model-step-spikes", shape=shape,
+                          implementation="fused-sparse")
         floor = _median_seconds(benches, kind="gemm-floor", shape=shape)
         target = "sparse-input training step / dense GEMM floor"
         if sparse and floor:
             seconds = sparse[0]["stats"]["median"]
-            density = sparse[0]["extra_info"].get("density")
+            density = sparse[0]["extra_info"].get("input_density")
             add(target, shape, seconds / floor, TARGETS["sparse_floor_ratio"], False,
                 f"sparse {1e3 * seconds:.2f} ms, dense floor {1e3 * floor:.2f} ms (5 GEMMs)"
                 + ("" if density is None else f"; input density {density:.0%}"))
@@ -748,6 +748,43 @@ def ratio_table(data):
                 "goal": f"<= {TARGETS['sparse_floor_ratio']:.2f}x", "verdict": "not run",
                 "detail": "needs the sparse training step (implementation \"fused-sparse\") "
                           "and the GEMM floor at this shape in the same run"})
+
+    # spike_input="auto" above the break-even: it must pick the dense GEMM and
+    # cost no more than its density pass.
+    for shape in shapes:
+        for density in sorted({b["extra_info"].get("input_density") for b in benches
+                               if b["extra_info"].get("kind") == "model-step-spikes"
+                               and b["extra_info"].get("shape") == shape} - {None}):
+            dense, auto = (_median_seconds(benches, kind="model-step-spikes", shape=shape,
+                                           implementation=name, input_density=density)
+                           for name in ("fused", "fused-auto"))
+            if dense and auto:
+                add(f'spike_input="auto" / dense step, {density:.0%} input', shape,
+                    auto / dense, TARGETS["auto_dense_ratio"], False,
+                    f"auto {1e3 * auto:.2f} ms, dense {1e3 * dense:.2f} ms",
+                    info=density <= 0.3)
+    # The density sweep's break-even (sparse forward + dW against dense).
+    sweep = [b["extra_info"] | {"median": b["stats"]["median"]} for b in benches
+             if b["extra_info"].get("kind") == "spike-matmul-backward"]
+    points = sorted({e["density"] for e in sweep})
+    if points:
+        def at(density, implementation):
+            return next((e["median"] for e in sweep if e["density"] == density
+                         and e["implementation"] == implementation), None)
+        ratios = [(d, at(d, "sparse") / at(d, "dense")) for d in points
+                  if at(d, "sparse") and at(d, "dense")]
+        above = next((i for i, (_, r) in enumerate(ratios) if r >= 1.0), None)
+        if above is None:
+            text = f"above {points[-1]:.0%}"
+        elif above == 0:
+            text = f"below {ratios[0][0]:.0%}"
+        else:
+            (d0, r0), (d1, r1) = ratios[above - 1], ratios[above]
+            text = f"{d0 + (1.0 - r0) * (d1 - d0) / (r1 - r0):.0%}"
+        rows.append({
+            "target": "spike_matmul break-even density (forward + dW)", "shape": "medium",
+            "measured": None, "measured_text": text, "goal": "-", "verdict": "-",
+            "detail": "sparse / dense: " + ", ".join(f"{d:.0%} {r:.2f}" for d, r in ratios)})
 
     # Direct feedback alignment: its training step against backprop's (both fused).
     for shape in shapes:

@@ -12,8 +12,8 @@
     python benchmarks/test_bench_spikes.py      # the sweep, interleaved: break-even
     python benchmarks/test_bench_spikes.py --steps medium,large   # steps vs 5-GEMM floor
 
-`--steps` times the steps beside the 5-GEMM floor, each GEMM alone and
-summed (test_bench_model.py's floor runs them in one function).
+`--steps` times the steps beside the chained 5-GEMM floor (test_bench_model.py's,
+`fused_lif._bench.gemm_floor_step`) and each of its GEMMs alone.
 """
 
 import statistics
@@ -30,6 +30,7 @@ from fused_lif import _bench
 DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 SWEEP_SHAPE = (128 * 100, 784, 512)  # the medium shape's hidden layer: rows, inputs, outputs
 INPUT_DENSITY = 0.1  # rate-coded MNIST: about 10% ones
+DENSE_INPUT_DENSITY = 0.5  # above the break-even: "auto" must pick dense
 STEP_IMPLEMENTATIONS = {
     "fused": False,  # the dense GEMM (the default)
     "fused-sparse": True,
@@ -93,24 +94,32 @@ def _step_models(shape):
         name: _step_builder(spike_input) for name, spike_input in STEP_IMPLEMENTATIONS.items()})
 
 
-@pytest.mark.parametrize("implementation", list(STEP_IMPLEMENTATIONS))
-def test_training_step_spike_input(run_benchmark, cache, shape_name, implementation):
-    """The seed model's training step on 10%-density input: dense input
-    matmuls (the default) vs LIFLayer(spike_input=True / "auto"), from the
-    same weights; the first step's loss agrees to rounding."""
+# (implementation, input density): the sparse path at rate-coded MNIST's
+# density, and "auto" against dense above the break-even too (where it must
+# pick dense and cost no more than its density pass).
+STEP_CASES = [(name, INPUT_DENSITY) for name in STEP_IMPLEMENTATIONS] + [
+    ("fused", DENSE_INPUT_DENSITY), ("fused-auto", DENSE_INPUT_DENSITY)]
+
+
+@pytest.mark.parametrize("implementation, density", STEP_CASES,
+                         ids=[f"{name}-{density:g}" for name, density in STEP_CASES])
+def test_training_step_spike_input(run_benchmark, cache, shape_name, implementation, density):
+    """The seed model's training step on binary input of the given density:
+    dense input matmuls (the default) vs LIFLayer(spike_input=True / "auto"),
+    from the same weights; the first step's loss agrees to rounding."""
     shape = bm.get_shape(shape_name)
     models = cache.get(("spike-models", shape.name), lambda: _step_models(shape))
-    x, y = cache.get(("spike-inputs", shape.name),
-                     lambda: _bench.model_inputs(shape, rate=INPUT_DENSITY))
-    losses = cache.get(("spike-losses", shape.name), lambda: {
+    x, y = cache.get(("spike-inputs", shape.name, density),
+                     lambda: _bench.model_inputs(shape, rate=density))
+    losses = cache.get(("spike-losses", shape.name, density), lambda: {
         name: float(_bench.loss_and_gradients(m)(x, y)[1]) for name, m in models.items()})
     np.testing.assert_allclose(losses[implementation], losses["fused"], rtol=1e-3)
     loss = run_benchmark(_bench.training_step(models[implementation]), (x, y),
-                         group=f"training step, {INPUT_DENSITY:.0%} input: {shape}",
+                         group=f"training step, {density:.0%} input: {shape}",
                          kind="model-step-spikes", shape=shape.name,
                          model_shape=[shape.batch, shape.time, shape.inputs, shape.hidden,
                                       shape.outputs],
-                         input_density=INPUT_DENSITY, implementation=implementation,
+                         input_density=density, implementation=implementation,
                          spike_input=STEP_IMPLEMENTATIONS[implementation])
     assert np.isfinite(loss.numpy())
 
@@ -163,22 +172,16 @@ def main(repeats=5):
 
 def step_table(shape_name, repeats=5, density=INPUT_DENSITY):
     """The training step at `density` input, dense / spike_input=True / "auto",
-    beside the 5-GEMM floor measured as each of the step's GEMMs alone, summed
-    (a chained floor: the GEMMs do not share the cores); all calls interleaved."""
+    beside the chained 5-GEMM floor and each of its GEMMs alone; all calls
+    interleaved."""
     shape = bm.get_shape(shape_name)
     models = _step_models(shape)
     x, y = _bench.model_inputs(shape, rate=density)
-    _, w1, w2, g2 = _bench.gemm_floor_inputs(shape)
-    x2d = tf.reshape(x, [-1, shape.inputs])
-    c1 = tf.matmul(x2d, w1)
-    dc1 = tf.matmul(g2, w2, transpose_b=True)
+    floor_args = _bench.gemm_floor_inputs(shape)
     calls = {name: (_bench.training_step(m), (x, y)) for name, m in models.items()}
-    gemms = {"x @ w1": (x2d, w1, {}), "c1 @ w2": (c1, w2, {}),
-             "dw2 = c1^T g2": (c1, g2, {"transpose_a": True}),
-             "dc1 = g2 w2^T": (g2, w2, {"transpose_b": True}),
-             "dw1 = x^T dc1": (x2d, dc1, {"transpose_a": True})}
-    for name, (a, b, kw) in gemms.items():
-        calls[name] = (tf.function(lambda a, b, kw=kw: tf.matmul(a, b, **kw)), (a, b))
+    gemms = _bench.gemm_floor_parts(*floor_args)
+    calls.update(gemms)
+    calls["5-GEMM floor"] = (_bench.gemm_floor_step(), floor_args)
     for fn, args in calls.values():
         bm.warm_up(fn, args, 2)
     times = {name: [] for name in calls}
@@ -186,11 +189,12 @@ def step_table(shape_name, repeats=5, density=INPUT_DENSITY):
         for name, (fn, args) in calls.items():
             times[name].extend(bm.time_calls(fn, args, repeats=1, warmup=0))
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-    floor = sum(ms[name] for name in gemms)
+    floor = ms["5-GEMM floor"]
     print(f"\ntraining step, {density:.0%} input, {shape}: median of {repeats}, ms")
     for name in gemms:
         print(f"  {name:16s} {ms[name]:9.1f}")
-    print(f"  {'5-GEMM floor':16s} {floor:9.1f}   (each GEMM alone, summed)")
+    print(f"  {'5-GEMM floor':16s} {floor:9.1f}   (chained; its GEMMs alone sum to "
+          f"{sum(ms[name] for name in gemms):.1f})")
     for name in models:
         print(f"  {name:16s} {ms[name]:9.1f}   {ms[name] / floor:.2f}x floor")
 

@@ -167,7 +167,20 @@ def test_ratio_table_from_benchmark_json():
         _result("model-step", 0.114, shape="medium", implementation="fused-dfa"),
         _result("model-step", 0.0021, shape="seed", implementation="fused-dfa"),
         _result("gemm-floor", 0.100, shape="medium", implementation="gemm-floor"),
-        _result("sparse-step", 0.055, shape="medium", implementation="fused-sparse"),
+        _result("model-step-spikes", 0.055, shape="medium", implementation="fused-sparse",
+               input_density=0.1),
+        _result("model-step-spikes", 0.050, shape="medium", implementation="fused-auto",
+               input_density=0.1),
+        _result("model-step-spikes", 0.100, shape="medium", implementation="fused",
+               input_density=0.5),
+        _result("model-step-spikes", 0.090, shape="medium", implementation="fused",
+               input_density=0.1),
+        _result("model-step-spikes", 0.104, shape="medium", implementation="fused-auto",
+               input_density=0.5),
+        *[_result("spike-matmul-backward", median, shape="medium", density=density,
+                  implementation=name)
+          for density, dense, sparse in ((0.1, 1.0, 0.2), (0.3, 1.0, 0.8), (0.5, 1.0, 1.2))
+          for name, median in (("dense", dense), ("sparse", sparse))],
         _result("op-forward-backward", 0.010, shape="medium", implementation="fused",
                bytes=op_bytes),
         _result("copy", 0.008, shape="medium", bytes=op_bytes),
@@ -213,6 +226,13 @@ def test_ratio_table_from_benchmark_json():
     # The sparse path against the dense floor; "not run" where it is absent.
     sparse = found[("sparse-input training step / dense GEMM floor", "medium")]
     assert sparse["measured"] == pytest.approx(0.55) and sparse["verdict"] == "met"
+    auto = found[('spike_input="auto" / dense step, 50% input', "medium")]
+    assert auto["measured"] == pytest.approx(1.04) and auto["verdict"] == "met"
+    assert found[('spike_input="auto" / dense step, 10% input (info)', "medium")][
+        "measured"] == pytest.approx(0.5 / 0.9)
+    # Interpolated where sparse / dense crosses 1: 0.8 at 30%, 1.2 at 50%.
+    assert found[("spike_matmul break-even density (forward + dW)", "medium")][
+        "measured_text"] == "40%"
     absent = found[("sparse-input training step / dense GEMM floor", "large")]
     assert absent["verdict"] == "not run" and absent["measured"] is None
     dfa = found[("training step: DFA / backprop", "medium")]

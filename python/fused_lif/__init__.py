@@ -17,7 +17,7 @@ from .layer import IMPLEMENTATIONS, LIFLayer, MinValue
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
 from .models import create_snn_model
 from .ops import FusedOpUnavailableError, is_available, lif_scan
-from .spike_matmul import spike_density, spike_matmul
+from .spikes import spike_density, spike_matmul
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import _params, ops, reference
-from .spike_matmul import spike_density, spike_matmul
+from .spikes import spike_density, spike_matmul
 
 __all__ = ["LIFLayer", "MinValue", "IMPLEMENTATIONS", "SPIKE_INPUTS", "SPIKE_BREAK_EVEN_DENSITY",
            "SPIKE_MIN_UNITS"]
