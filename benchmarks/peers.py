@@ -45,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_PEERS_PYTHON = os.path.join(ROOT, ".peers", "bin", "python")
 DEFAULT_SHAPES = ("seed", "medium", "large")
+LOADED = 0.10  # other processes' share of the CPUs above which the table warns
 
 # The seed's neuron and training (see the notebook and fused_lif.reference).
 TAU = 20.0
@@ -157,10 +158,12 @@ def _snntorch_net(shape):
 
         @staticmethod
         def scan(lif, currents):
+            # unbind, not currents[:, t]: each slice's backward would fill a
+            # zero tensor of the whole sequence (quadratic in time).
             mem = lif.reset_mem()
             spikes = []
-            for t in range(currents.shape[1]):
-                spike, mem = lif(currents[:, t], mem)
+            for current in currents.unbind(1):
+                spike, mem = lif(current, mem)
                 spikes.append(spike)
             return torch.stack(spikes, dim=1)
 
@@ -296,6 +299,7 @@ class Worker:
         import torch
 
         torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
         self.steps = {}
 
     def versions(self, **_):
@@ -469,7 +473,10 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
     rounds), the speedups, and each peer's agreement with fused-lif."""
     import tensorflow as tf
 
+    # Neither side may use more than `threads` cores: TensorFlow's inter-op
+    # pool (independent ops at once) is capped too; torch's eager ops run in turn.
     tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     from fused_lif import _bench
 
     progress = progress or (lambda message: None)
@@ -576,6 +583,11 @@ def format_markdown(result):
                   f"{m['threads']} threads each, {m['cpus']} CPUs; other processes used "
                   + (f"{100 * load:.0f}%" if load is not None else "an unknown share")
                   + " of the CPUs during the run."]
+    if load is not None and load > LOADED and m["threads"] > 1:
+        lines += ["", f"WARNING: the machine was loaded. With {m['threads']} threads every "
+                      "parallel region waits for a descheduled thread, and the peers run one "
+                      "per op per time step: these times measure the contention. Use an idle "
+                      "machine, or --threads 1."]
     return "\n".join(lines)
 
 
@@ -597,7 +609,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up rounds (default 2)")
     parser.add_argument("--threads", type=int, default=2,
-                        help="threads for TensorFlow (intra-op) and torch (default 2)")
+                        help="threads for TensorFlow (intra-op and inter-op) and torch "
+                             "(default 2)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

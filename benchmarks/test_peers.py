@@ -71,6 +71,14 @@ def test_format_markdown_has_times_speedups_and_checks():
     assert "| seed | snnTorch | 100.0000% | 50.0000% | 10 / 10; 2 / 3 | 1.500000 / 1.250000" \
         in text
     assert "other processes used 25% of the CPUs" in text
+    assert "WARNING: the machine was loaded" in text  # 25% > peers.LOADED, 2 threads
+
+
+@pytest.mark.parametrize("threads, other_load", [(1, 0.25), (2, 0.01), (2, None)])
+def test_format_markdown_warns_only_of_contention(threads, other_load):
+    result = _fake_result()
+    result["machine"].update(threads=threads, other_load=other_load)
+    assert "WARNING" not in peers.format_markdown(result)
 
 
 @pytest.mark.parametrize("argv, message", [
