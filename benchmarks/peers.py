@@ -66,7 +66,7 @@ PEERS = {
                            "neuron.LIFNode as above with the seed's fast sigmoid as a "
                            "custom surrogate: SpikingJelly's autograd reference path"),
 }
-DEFAULT_PEERS = ("snntorch", "spikingjelly")
+DEFAULT_PEERS = tuple(PEERS)
 
 # What still differs from the seed's network after configuring each peer.
 SEMANTICS = {
@@ -87,8 +87,10 @@ SEMANTICS = {
         "Charge v - v/tau + I instead of v * (1 - 1/tau) + I (float rounding).",
         "Spike [u >= 1] instead of [u > 1] (differs only at u == 1 exactly).",
         "Surrogate: SoftSign(alpha=10) is alpha/2 = 5 x the seed's fast sigmoid, the only "
-        "built-in of the same shape (the native op takes only built-ins); the gradients "
-        "differ by that factor per surrogate, which Adam's normalisation mostly removes.",
+        "built-in of the same shape (the registered op takes only built-ins). The factor "
+        "enters once per layer a gradient passes, and the reset term once, so the gradients "
+        "are not a constant multiple of the seed's (that Adam would cancel): the check's "
+        "cosine similarity shows how far their direction moves.",
         "Time-major data ([time, batch, inputs], SpikingJelly's layout): the input is "
         "transposed once, outside the step.",
     ],
@@ -400,10 +402,23 @@ class PeerProcess:
         return reply
 
     def close(self):
+        """Asks the worker to quit (kills it after 60 s) and closes the pipes."""
         if self.process.poll() is None:
-            self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
-            self.process.stdin.close()
-            self.process.wait(timeout=60)
+            try:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.flush()
+            except OSError:  # it died: nothing to ask
+                pass
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 def _packed(spikes):
@@ -466,6 +481,28 @@ class _MachineLoad:
         return min(1.0, max(0.0, other) / max(1e-9, wall * (os.cpu_count() or 1)))
 
 
+def _set_tensorflow_threads(threads):
+    """Caps TensorFlow's intra-op and inter-op pools (independent ops at once)
+    at `threads`, as torch's eager ops use `threads` one op at a time.
+    Returns the (intra, inter) in force; warns when TensorFlow had already
+    started with others (0: TensorFlow's default)."""
+    import warnings
+
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran something in this process
+        warnings.warn(f"TensorFlow's thread pools were already set up in this process "
+                      f"(intra-op {threading.get_intra_op_parallelism_threads()}, inter-op "
+                      f"{threading.get_inter_op_parallelism_threads()}), not {threads}",
+                      RuntimeWarning, stacklevel=3)
+    return [threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads()]
+
+
 def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, threads=2,
         progress=None):
     """{"machine": ..., "rows": [one per shape]}: each row has the median
@@ -473,10 +510,7 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
     rounds), the speedups, and each peer's agreement with fused-lif."""
     import tensorflow as tf
 
-    # Neither side may use more than `threads` cores: TensorFlow's inter-op
-    # pool (independent ops at once) is capped too; torch's eager ops run in turn.
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tensorflow_threads = _set_tensorflow_threads(threads)
     from fused_lif import _bench
 
     progress = progress or (lambda message: None)
@@ -490,7 +524,8 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
     rows = []
     try:
         machine = {"peers": worker.call("versions"), "tensorflow": tf.__version__,
-                   "threads": threads, "cpus": os.cpu_count(),
+                   "threads": threads, "tensorflow_threads": tensorflow_threads,
+                   "cpus": os.cpu_count(),
                    "fused_lif_op_library": __import__("fused_lif").ops.library_path()}
         with tempfile.TemporaryDirectory(prefix="fused-lif-peers-") as tmp:
             for shape in shapes:
@@ -591,6 +626,15 @@ def format_markdown(result):
     return "\n".join(lines)
 
 
+def format_semantics(peers):
+    """What differs from the seed's network in each peer, as markdown bullets."""
+    lines = ["What differs from the seed's network:"]
+    for key in ("all", *peers):
+        title = "every peer" if key == "all" else PEERS[key][0]
+        lines += [f"- {title}: {text}" for text in SEMANTICS[key]]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -636,6 +680,8 @@ def main(argv=None):
     result = run(names, args.peers_python, peers, repeats=args.repeats, warmup=args.warmup,
                  threads=args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_markdown(result))
+    print()
+    print(format_semantics(peers))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

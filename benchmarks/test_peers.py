@@ -9,6 +9,7 @@ the rest (tables, agreement measures, argument checks) always run.
 """
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -105,7 +106,10 @@ def test_peer_process_rejects_a_python_that_is_not_executable(tmp_path):
 @needs_peers
 @needs_fused
 def test_peers_compute_fused_lifs_network():
-    result = peers.run([TINY], PEERS_PYTHON, list(peers.PEERS), repeats=1, warmup=1, threads=1)
+    with warnings.catch_warnings():  # other tests may have started TensorFlow's pools
+        warnings.filterwarnings("ignore", "TensorFlow's thread pools were already set up")
+        result = peers.run([TINY], PEERS_PYTHON, list(peers.PEERS), repeats=1, warmup=1,
+                           threads=1)
     (row,) = result["rows"]
     assert set(row["step_ms"]) == {"fused-lif", *peers.PEERS}
     assert all(t > 0 for t in row["step_ms"].values())
@@ -120,3 +124,24 @@ def test_peers_compute_fused_lifs_network():
     # SoftSign(alpha=10) is 5x the seed's fast sigmoid: same sign, not the same values.
     softsign = row["checks"]["spikingjelly"]["gradients"]
     assert softsign["max_rel_diff"] > 1.0 and softsign["min_cosine"] > 0.5
+
+
+def test_every_peer_is_described():
+    assert set(peers.SEMANTICS) == {"all", *peers.PEERS}
+    text = peers.format_semantics(["snntorch"])
+    assert "- snnTorch:" in text and "SpikingJelly" not in text
+
+
+@needs_peers
+def test_worker_errors_come_back_as_exceptions(tmp_path):
+    worker = peers.PeerProcess(PEERS_PYTHON, threads=1)
+    try:
+        assert worker.call("versions")["threads"] == 1
+        with pytest.raises(RuntimeError, match="failed in 'setup'.*No such file"):
+            worker.call("setup", shape={}, case=str(tmp_path / "missing.npz"), peers=["snntorch"])
+        with pytest.raises(RuntimeError, match="failed in 'time'"):
+            worker.call("time", peer="brian2", calls=1)  # never set up
+        assert worker.call("cpu_seconds")["seconds"] > 0  # still serving
+    finally:
+        worker.close()
+    assert worker.process.returncode == 0
