@@ -11,9 +11,11 @@ fused-lif's step runs in this process: TensorFlow, `fused_lif._bench`'s
 `build_models` and `training_step`, exactly what `fused-lif bench` times. The
 peers run in a worker process started with the peers venv's python (this
 file with `--worker`: it imports torch, never TensorFlow), which times its own
-calls. The processes take turns (fused-lif, snnTorch, SpikingJelly,
-fused-lif, ...) with the same thread count, warm-up and rounds, so the
-ratios come from the same conditions.
+calls. The processes take turns round by round (fused-lif, snnTorch,
+SpikingJelly, fused-lif, ...) with the same thread count, warm-up and rounds,
+so the ratios come from the same conditions; a round times back-to-back calls
+of one step lasting ~0.2 s (at least one call), and the table gives the
+median over rounds of the time per call.
 
 The same network everywhere: x [batch, time, inputs] -> Linear -> LIF(hidden)
 -> Linear -> LIF(outputs); each Linear is one GEMM over all time steps; the
@@ -32,6 +34,7 @@ and the gradients: the table says how much of each agrees.
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -276,8 +279,9 @@ def gradient_agreement(peer_grads, fused_grads):
     worst_rel, worst_cos = 0.0, 1.0
     for p, f in zip(peer_grads, fused_grads):
         p, f = np.asarray(p, np.float64).ravel(), np.asarray(f, np.float64).ravel()
-        scale = np.max(np.abs(f)) if f.size else 0.0
-        worst_rel = max(worst_rel, float(np.max(np.abs(p - f)) / scale) if scale else 0.0)
+        diff = float(np.max(np.abs(p - f))) if f.size else 0.0
+        scale = float(np.max(np.abs(f))) if f.size else 0.0
+        worst_rel = max(worst_rel, diff / scale if scale else (math.inf if diff else 0.0))
         norm = np.linalg.norm(p) * np.linalg.norm(f)
         worst_cos = min(worst_cos, float(p @ f / norm) if norm else 1.0)
     return {"max_rel_diff": worst_rel, "min_cosine": worst_cos}

@@ -47,6 +47,9 @@ def test_gradient_agreement_measures_difference_and_direction():
     assert scaled["min_cosine"] == pytest.approx(1.0)    # same direction
     flipped = peers.gradient_agreement([fused[0], -fused[1]], fused)
     assert flipped["min_cosine"] == pytest.approx(-1.0)
+    zero = [np.zeros(3)]
+    assert peers.gradient_agreement([np.ones(3)], zero)["max_rel_diff"] == float("inf")
+    assert peers.gradient_agreement(zero, zero) == {"max_rel_diff": 0.0, "min_cosine": 1.0}
 
 
 def _fake_result():
