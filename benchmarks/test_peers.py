@@ -1,0 +1,150 @@
+"""Functional tests of benchmarks/peers.py (tiny shapes, no timing checks).
+
+    python -m pytest -q -p no:cacheprovider benchmarks/test_peers.py
+
+The tests that run snnTorch and SpikingJelly need the peers venv (torch,
+snntorch, spikingjelly; see peers.py): .peers/bin/python in the checkout, or
+the python named by FUSED_LIF_PEERS_PYTHON. Without it they skip, saying so;
+the rest (tables, agreement measures, argument checks) always run.
+"""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import fused_lif
+import peers
+from fused_lif._bench import Shape
+
+PEERS_PYTHON = os.environ.get("FUSED_LIF_PEERS_PYTHON", peers.DEFAULT_PEERS_PYTHON)
+needs_peers = pytest.mark.skipif(
+    not os.path.isfile(PEERS_PYTHON),
+    reason=f"no peers venv at {PEERS_PYTHON} (torch, snntorch, spikingjelly; see peers.py)")
+needs_fused = pytest.mark.skipif(not fused_lif.is_available(),
+                                 reason="the fused op library is not built")
+
+# Big enough that both layers fire, small enough to take a few seconds.
+TINY = Shape("tiny", batch=4, time=12, inputs=64, hidden=32, outputs=6)
+
+
+def test_agreement_counts_equal_positions():
+    fused = np.array([[0, 1, 1, 0], [1, 0, 0, 0]], np.float32)
+    peer = np.array([[0, 1, 0, 0], [1, 0, 0, 1]], np.float32)
+    assert peers.agreement(peer, fused) == {
+        "equal_fraction": 0.75, "fused_count": 3, "peer_count": 3}
+    assert peers.agreement(fused, fused)["equal_fraction"] == 1.0
+    assert peers.agreement(np.zeros((0, 3)), np.zeros((0, 3)))["equal_fraction"] == 1.0
+
+
+def test_gradient_agreement_measures_difference_and_direction():
+    fused = [np.array([[1.0, -2.0]]), np.array([4.0])]
+    same = peers.gradient_agreement([g.copy() for g in fused], fused)
+    assert same == {"max_rel_diff": 0.0, "min_cosine": pytest.approx(1.0)}
+    scaled = peers.gradient_agreement([5 * g for g in fused], fused)
+    assert scaled["max_rel_diff"] == pytest.approx(4.0)  # |5g - g| / max|g|
+    assert scaled["min_cosine"] == pytest.approx(1.0)    # same direction
+    flipped = peers.gradient_agreement([fused[0], -fused[1]], fused)
+    assert flipped["min_cosine"] == pytest.approx(-1.0)
+    zero = [np.zeros(3)]
+    assert peers.gradient_agreement([np.ones(3)], zero)["max_rel_diff"] == float("inf")
+    assert peers.gradient_agreement(zero, zero) == {"max_rel_diff": 0.0, "min_cosine": 1.0}
+
+
+def _fake_result():
+    check = {"hidden": {"equal_fraction": 1.0, "fused_count": 10, "peer_count": 10},
+             "output": {"equal_fraction": 0.5, "fused_count": 2, "peer_count": 3},
+             "loss": 1.25, "fused_loss": 1.5,
+             "gradients": {"max_rel_diff": 1e-6, "min_cosine": 1.0}}
+    return {"peers": ["snntorch", "spikingjelly"],
+            "machine": {"peers": {"torch": "T", "snntorch": "S", "spikingjelly": "J"},
+                        "tensorflow": "TF", "threads": 2, "cpus": 2, "other_load": 0.25},
+            "rows": [{"shape": "seed", "step_ms": {"fused-lif": 2.0, "snntorch": 15.0,
+                                                   "spikingjelly": 1234.0},
+                      "speedup": {"snntorch": 7.5, "spikingjelly": 617.0},
+                      "checks": {"snntorch": check, "spikingjelly": check}}]}
+
+
+def test_format_markdown_has_times_speedups_and_checks():
+    text = peers.format_markdown(_fake_result())
+    lines = text.splitlines()
+    assert lines[0] == ("| shape | fused-lif | snnTorch | SpikingJelly | vs snnTorch "
+                        "| vs SpikingJelly |")
+    assert lines[2] == "| seed | 2.0 ms | 15.0 ms | 1,234 ms | 7.50x | 617.00x |"
+    assert "| seed | snnTorch | 100.0000% | 50.0000% | 10 / 10; 2 / 3 | 1.500000 / 1.250000" \
+        in text
+    assert "other processes used 25% of the CPUs" in text
+    assert "WARNING: the machine was loaded" in text  # 25% > peers.LOADED, 2 threads
+
+
+@pytest.mark.parametrize("threads, other_load", [(1, 0.25), (2, 0.01), (2, None)])
+def test_format_markdown_warns_only_of_contention(threads, other_load):
+    result = _fake_result()
+    result["machine"].update(threads=threads, other_load=other_load)
+    assert "WARNING" not in peers.format_markdown(result)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shapes", "huge"], "unknown"),
+    (["--peers", "brian2"], "--peers"),
+    (["--threads", "0"], "--threads"),
+    (["--peers-python", "/nonexistent/python"], "does not exist"),
+])
+def test_main_rejects_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        peers.main(argv + (["--peers-python", PEERS_PYTHON] if "--peers-python" not in argv
+                           else []))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_peer_process_rejects_a_python_that_is_not_executable(tmp_path):
+    not_python = tmp_path / "python"
+    not_python.write_text("")
+    with pytest.raises(FileNotFoundError, match="not an executable"):
+        peers.PeerProcess(str(not_python), threads=1)
+
+
+@needs_peers
+@needs_fused
+def test_peers_compute_fused_lifs_network():
+    with warnings.catch_warnings():  # other tests may have started TensorFlow's pools
+        warnings.filterwarnings("ignore", "TensorFlow's thread pools were already set up")
+        result = peers.run([TINY], PEERS_PYTHON, list(peers.PEERS), repeats=1, warmup=1,
+                           threads=1)
+    (row,) = result["rows"]
+    assert set(row["step_ms"]) == {"fused-lif", *peers.PEERS}
+    assert all(t > 0 for t in row["step_ms"].values())
+    for name, check in row["checks"].items():
+        for layer in ("hidden", "output"):
+            assert check[layer]["fused_count"] > 0, (name, layer)  # the comparison means something
+            assert check[layer]["equal_fraction"] == 1.0, (name, layer, check[layer])
+        assert check["loss"] == pytest.approx(check["fused_loss"], rel=1e-5), name
+    # Same surrogate and reset as the seed: gradients equal to float rounding.
+    for name in ("snntorch", "spikingjelly-exact"):
+        assert row["checks"][name]["gradients"]["max_rel_diff"] < 1e-4, name
+    # SoftSign(alpha=10) is 5x the seed's fast sigmoid: same sign, not the same values.
+    softsign = row["checks"]["spikingjelly"]["gradients"]
+    assert softsign["max_rel_diff"] > 1.0 and softsign["min_cosine"] > 0.5
+
+
+def test_every_peer_is_described():
+    assert set(peers.SEMANTICS) == {"all", *peers.PEERS}
+    text = peers.format_semantics(["snntorch"])
+    assert "- snnTorch:" in text and "SpikingJelly" not in text
+
+
+@needs_peers
+def test_worker_errors_come_back_as_exceptions(tmp_path):
+    worker = peers.PeerProcess(PEERS_PYTHON, threads=1)
+    try:
+        assert worker.call("versions")["threads"] == 1
+        with pytest.raises(RuntimeError, match="failed in 'setup'.*No such file"):
+            worker.call("setup", shape={}, case=str(tmp_path / "missing.npz"), peers=["snntorch"])
+        with pytest.raises(RuntimeError, match="failed in 'time'"):
+            worker.call("time", peer="brian2", calls=1)  # never set up
+        assert worker.call("cpu_seconds")["seconds"] > 0  # still serving
+    finally:
+        worker.close()
+    assert worker.process.returncode == 0
