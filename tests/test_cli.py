@@ -355,3 +355,28 @@ def test_train_reports_input_and_hidden_spike_densities(digits_npz, tmp_path, ca
                      rf"{fused['input_spike_density']:.3f}", stdout)
     assert re.search(rf"hidden spike density \(final weights, 51 training digits\)\s+"
                      rf"{fused['hidden_spike_density']:.3f}", stdout)
+
+
+def test_spike_input_option_reaches_both_layers(digits_npz, tmp_path, capsys, monkeypatch):
+    """--spike-input on: both LIF layers compute their currents with
+    spike_matmul (counted as traced), and the run's configuration says so."""
+    from fused_lif import layer as layer_module
+
+    calls = []
+    real = layer_module.spike_matmul
+
+    def counting(x, w):
+        calls.append(tuple(w.shape))
+        return real(x, w)
+
+    monkeypatch.setattr(layer_module, "spike_matmul", counting)
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--spike-input", "on", "--raster-digits", "0")) == 0
+    capsys.readouterr()
+    assert {(784, 128), (128, 10)} <= set(calls)
+    summary = _summary(out)
+    assert summary["config"]["spike_input"] == "on"
+    assert 0.0 < summary["results"]["fused"]["validation_accuracy"] <= 1.0
+    calls.clear()
+    assert cli.main(_tiny(digits_npz, tmp_path / "dense", "--raster-digits", "0")) == 0
+    assert calls == []  # the default stays dense

@@ -83,6 +83,11 @@ def build_parser():
                             "alignment: fused_lif.DFAModel), or both side by side from the "
                             "same initial weights (DFA needs a larger --learning-rate, e.g. "
                             "3e-3, to match backprop in 10 epochs)")
+    train.add_argument("--spike-input", choices=("off", "on", "auto"), default="off",
+                       help="LIFLayer(spike_input=...) for both layers: off (default: dense "
+                            "input matmuls, bit-identical to the seed), on (binary-spike "
+                            "matmuls: sums of weight rows, equal to dense to float rounding) "
+                            "or auto (sparse where the measured density pays)")
     train.add_argument("--samples", type=_positive_int, default=1000,
                        help="training digits, before the validation split (default: 1000)")
     train.add_argument("--validation-split", type=_fraction, default=0.2,

@@ -28,9 +28,9 @@ EVAL_BATCH_SIZE = 256
 DENSITY_DIGITS = 1024
 NUM_CLASSES = 10
 # The train command's options that summary.json records.
-CONFIG_KEYS = ("implementation", "compare", "training", "samples", "validation_split",
-               "test_samples", "epochs", "batch_size", "time_steps", "max_rate", "hidden_units",
-               "learning_rate", "seed", "data")
+CONFIG_KEYS = ("implementation", "compare", "training", "spike_input", "samples",
+               "validation_split", "test_samples", "epochs", "batch_size", "time_steps",
+               "max_rate", "hidden_units", "learning_rate", "seed", "data")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -122,9 +122,15 @@ def runs(config):
             for rule in rules for impl in implementations}
 
 
+# fused-lif train --spike-input -> LIFLayer(spike_input=...).
+SPIKE_INPUT = {"off": False, "on": True, "auto": "auto"}
+
+
 def build_model(implementation, training, config, input_dim):
     return create_snn_model(input_dim, config.hidden_units, NUM_CLASSES, config.time_steps,
-                            implementation=implementation, training=training)
+                            implementation=implementation, training=training,
+                            spike_input=SPIKE_INPUT[getattr(config, "spike_input", "off")])
+
 
 
 def initial_weights(config, input_dim):
