@@ -599,9 +599,12 @@ class SpikeMatmulOp : public OpKernel {
     a.rows = spikes.dim_size(0);
     a.inputs = spikes.dim_size(1);
     a.outputs = weights.dim_size(1);
+    // Column and (in the weight gradient) row indices are int32.
     OP_REQUIRES(ctx, a.inputs <= std::numeric_limits<int32_t>::max(),
                 InvalidArgument("spikes may have at most 2^31 - 1 inputs (columns), got ",
                                 a.inputs));
+    OP_REQUIRES(ctx, a.rows <= std::numeric_limits<int32_t>::max(),
+                InvalidArgument("spikes may have at most 2^31 - 1 rows, got ", a.rows));
     Tensor *output, *row_ptr, *cols;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.rows, a.outputs}), &output));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({a.rows + 1}), &row_ptr));
