@@ -58,20 +58,26 @@ struct LifCpuTiling {
 // Tiles narrower than this would cost more in loop overhead than the threads
 // they feed give back (4 AVX-512 vectors, a multiple of every vector width).
 constexpr int64_t kMinTileWidth = 64;
-// Tiles per thread wanted, so that uneven tiles and busy threads even out.
+// Enough tiles that uneven ones and busy threads even out, whatever the count.
 constexpr int64_t kTilesPerThread = 4;
 
-// Block neurons per tile; at small batch (batch · ⌈N/Block⌉ under
+// Block neurons per tile; when the batch alone does not share out evenly
+// (batch · ⌈N/Block⌉ neither a multiple of the thread count nor at least
 // kTilesPerThread tiles per thread) the width is halved, down to
-// kMinTileWidth, until every thread has work.
+// kMinTileWidth. Halving no further than that keeps each tile's rows long:
+// a row of a narrow tile is a short run of memory, N floats from the next,
+// which streams slower than whole rows (measured at (1, 1000, 2048) on 2
+// threads: 1.68x over 1 thread with 1024-wide tiles, 1.33x with 256-wide).
 template <int64_t Block>
 inline LifCpuTiling tiling_for(int64_t batch, int64_t neurons, int64_t threads) {
   static_assert(Block % kMinTileWidth == 0, "tile widths stay multiples of kMinTileWidth");
   LifCpuTiling tiling;
-  const int64_t wanted = kTilesPerThread * std::max<int64_t>(threads, 1);
+  threads = std::max<int64_t>(threads, 1);
   for (tiling.width = Block;; tiling.width /= 2) {
     tiling.blocks = (neurons + tiling.width - 1) / tiling.width;
-    if (tiling.width <= kMinTileWidth || batch * tiling.blocks >= wanted) break;
+    const int64_t count = batch * tiling.blocks;
+    const bool even = count >= threads && count % threads == 0;
+    if (tiling.width <= kMinTileWidth || even || count >= kTilesPerThread * threads) break;
   }
   tiling.count = batch * tiling.blocks;
   return tiling;

@@ -197,10 +197,11 @@ def test_empty_dimensions(device, shape, impl):
     assert tape.gradient(loss, x).shape == shape
 
 
-# Batch 1-4 with wide layers: the CPU kernels cut the neurons into narrower
-# tiles (so that every thread has work) and, past 65,536 columns, sum the
-# parameter gradients on several threads.
-SMALL_BATCH_SHAPES = [(1, 40, 2085), (2, 30, 1100), (3, 20, 700), (4, 12, 20000)]
+# Batch 1-4 with wide layers: on several threads the CPU kernels cut the
+# neurons into narrower tiles (at batch 3 on 2 threads: 1024 wide, the last
+# partial) so that the threads share the work evenly, and, past 65,536
+# columns, sum the parameter gradients on several threads.
+SMALL_BATCH_SHAPES = [(1, 40, 2085), (2, 30, 1100), (3, 30, 1500), (4, 12, 20000)]
 
 
 @pytest.mark.parametrize("shape", [(16, 100, 128)] + SMALL_BATCH_SHAPES, ids=str)
