@@ -111,13 +111,13 @@ def profile(args):
             bw, copy_bw = nbytes / ms / 1e6, bm.copy_bytes(sources) / copy_ms / 1e6
             if backward and first_backward_ms is None:
                 first_backward_ms = ms
-            relative = ms / first_backward_ms if backward else float("nan")
+            relative = f"{ms / first_backward_ms:7.2f}x" if backward else ""
             rows.append(dict(shape=name, op_shape=list(shape), label=label, ms=ms,
                              copy_ms=copy_ms, of_copy=bw / copy_bw, threads=threads))
             if not args.json:
                 print(f"{name:<8s} {str(list(shape)):<17s} {label:<22s} {ms:8.3f} "
                       f"{bw:7.1f} {copy_ms:8.3f} {copy_bw:9.1f} {bw / copy_bw:8.0%} "
-                      f"{faults:8.0f} {copy_faults:8.0f} {relative:7.2f}x", flush=True)
+                      f"{faults:8.0f} {copy_faults:8.0f} {relative:>8s}", flush=True)
     if args.json:
         print(json.dumps(rows))
     else:
