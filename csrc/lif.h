@@ -100,11 +100,14 @@ LIF_HOST_DEVICE float float_from_bits(uint32_t bits) {
 //   exact), |r| <= ln2/2; e^r = 1 + r + r²/2 + ... + r⁷/7! (error < 1e-8);
 //   e^x = e^r · 2^⌊n/2⌋ · 2^(n-⌊n/2⌋), two exact powers of two, so that
 //   n = 128 (x near 88.7) and subnormal results need no special case.
+// Every step is a plain vector operation (min, max, shifts, no division or
+// branch), so the CPU loops that call it vectorize in each ISA's clone.
 LIF_HOST_DEVICE float lif_exp(float x) {
   // Beyond [-104, 89] e^x rounds to 0 or overflows to inf whatever x is.
-  float xc = x < -104.0f ? -104.0f : x;
-  xc = xc > 89.0f ? 89.0f : xc;
-  xc = x == x ? xc : 0.0f;  // NaN: a finite stand-in, NaN returned below
+  // (As written, max then min: NaN becomes -104, a finite stand-in; NaN is
+  // returned below.)
+  float xc = x > -104.0f ? x : -104.0f;
+  xc = xc < 89.0f ? xc : 89.0f;
   const float kShift = 12582912.0f;  // 1.5 · 2^23: adding it rounds to an integer
   const float n = sub_rn(add_rn(mul_rn(xc, 1.44269502f), kShift), kShift);
   const float r = sub_rn(sub_rn(xc, mul_rn(n, 0.693145751953125f)), mul_rn(n, 1.42860677e-06f));
@@ -116,7 +119,7 @@ LIF_HOST_DEVICE float lif_exp(float x) {
   p = add_rn(mul_rn(p, r), 0.5f);
   const float em1 = add_rn(mul_rn(mul_rn(p, r), r), r);  // e^r - 1
   const int32_t k = static_cast<int32_t>(n);            // exact: n is an integer in [-150, 129]
-  const int32_t k1 = k / 2, k2 = k - k1;
+  const int32_t k1 = k >> 1, k2 = k - k1;                // ⌊k/2⌋ (arithmetic shift): both in [-75, 65]
   const float scaled = mul_rn(mul_rn(add_rn(1.0f, em1), float_from_bits(static_cast<uint32_t>(k1 + 127) << 23)),
                               float_from_bits(static_cast<uint32_t>(k2 + 127) << 23));
   return x == x ? scaled : x;

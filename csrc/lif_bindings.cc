@@ -262,7 +262,8 @@ py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_o
     py::gil_scoped_release release;
     ScopedFlushDenormal flush;
     if (on == Device::kCpu) {
-      fused_lif::lif_forward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
+      const fused_lif::LifCpuTiling tiling = fused_lif::lif_cpu_tiling(a);
+      fused_lif::lif_forward_cpu<float>(a, tiling, 0, tiling.count);
     } else if (on == Device::kEmulated) {
       EmulatedLaunch launch;
       status = fused_lif::lif_forward_launches<float>(a, launch);
@@ -329,8 +330,7 @@ py::object lif_backward(const py::handle& grad_obj, const py::handle& pre_reset_
     py::gil_scoped_release release;
     ScopedFlushDenormal flush;
     if (on == Device::kCpu) {
-      fused_lif::lif_backward_cpu<float>(a, 0, fused_lif::lif_cpu_tiles(a));
-      fused_lif::lif_backward_reduce_cpu<float>(a);
+      fused_lif::lif_backward_all_cpu<float>(a);
     } else if (on == Device::kEmulated) {
       EmulatedLaunch launch;
       status = fused_lif::lif_backward_launches<float>(a, launch);

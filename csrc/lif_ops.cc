@@ -206,19 +206,29 @@ template <> constexpr DType kDType<Eigen::bfloat16> = DType::kBFloat16;
 template <typename Device, typename T>
 struct Launch;
 
-// Below this many elements a scan runs on the calling thread: handing tiles
-// to the pool costs more than it saves (measured: 0.26 vs 0.43 ms at 32x20x10).
+// Below this many elements a scan (and below this many columns the parameter
+// gradients' sums) runs on the calling thread: handing tiles to the pool
+// costs more than it saves (measured: 0.26 vs 0.43 ms at 32x20x10).
 constexpr int64_t kInlineElements = 1 << 16;
 
-template <typename Args, typename Run>
-void RunTiles(OpKernelContext* ctx, const Args& args, Run run) {
-  const int64_t tiles = lif_cpu_tiles(args);
-  if (args.batch * args.time * args.neurons <= kInlineElements) {
-    run(0, tiles);
+// Runs run(begin, end) over [0, units), each unit costing about `cost`
+// cycles, on TensorFlow's intra-op threads (or inline when `elements` is small).
+template <typename Run>
+void RunUnits(OpKernelContext* ctx, int64_t elements, int64_t units, int64_t cost, Run run) {
+  if (elements <= kInlineElements) {
+    run(0, units);
     return;
   }
   const auto& workers = *ctx->device()->tensorflow_cpu_worker_threads();
-  tensorflow::Shard(workers.num_threads, workers.workers, tiles, lif_cpu_tile_cost(args), run);
+  tensorflow::Shard(workers.num_threads, workers.workers, units, cost, run);
+}
+
+// The tiling of a scan for this op's threads.
+template <typename Args>
+LifCpuTiling Tiling(OpKernelContext* ctx, const Args& args) {
+  const int64_t elements = args.batch * args.time * args.neurons;
+  return lif_cpu_tiling(args, elements <= kInlineElements
+                                  ? 1 : ctx->device()->tensorflow_cpu_worker_threads()->num_threads);
 }
 
 // Launch<Device, T>, called after the inputs are validated: Prepare (on
@@ -236,11 +246,23 @@ struct Launch<CPUDevice, T> {
     return Status();
   }
   static void Forward(OpKernelContext* ctx, const LifForwardArgs& args) {
-    RunTiles(ctx, args, [&args](int64_t begin, int64_t end) { lif_forward_cpu<T>(args, begin, end); });
+    const LifCpuTiling tiling = Tiling(ctx, args);
+    RunUnits(ctx, args.batch * args.time * args.neurons, tiling.count,
+             lif_cpu_tile_cost(args, tiling), [&](int64_t begin, int64_t end) {
+               lif_forward_cpu<T>(args, tiling, begin, end);
+             });
   }
   static void Backward(OpKernelContext* ctx, const LifBackwardArgs& args) {
-    RunTiles(ctx, args, [&args](int64_t begin, int64_t end) { lif_backward_cpu<T>(args, begin, end); });
-    lif_backward_reduce_cpu<T>(args);
+    const int64_t elements = args.batch * args.time * args.neurons;
+    const LifCpuTiling tiling = Tiling(ctx, args);
+    RunUnits(ctx, elements, tiling.count, lif_cpu_tile_cost(args, tiling),
+             [&](int64_t begin, int64_t end) { lif_backward_cpu<T>(args, tiling, begin, end); });
+    LifReducePartials partials;
+    RunUnits(ctx, args.batch * args.neurons, lif_cpu_reduce_units(args),
+             lif_cpu_reduce_unit_cost(args), [&](int64_t begin, int64_t end) {
+               lif_backward_reduce_cpu<T>(args, partials, begin, end);
+             });
+    lif_backward_reduce_finish_cpu<T>(args, partials);
   }
 };
 

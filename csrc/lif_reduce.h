@@ -6,7 +6,8 @@
 //     partial[i] = Σ_{j ≡ i mod kSumThreads} rows[j] (j ascending), then a
 //     pairwise tree: partial[i] += partial[i + w] for w = kSumThreads/2 .. 1.
 // On the GPU each step is one thread's work (one block of kSumThreads
-// threads for the tree); on the CPU sum_all_host runs the same steps in turn.
+// threads for the tree); on the CPU (lif_cpu.h) threads share the per-neuron
+// sums and the partial sums, vectorized, and one thread runs the tree.
 #ifndef FUSED_LIF_LIF_REDUCE_H_
 #define FUSED_LIF_LIF_REDUCE_H_
 
@@ -42,17 +43,6 @@ LIF_HOST_DEVICE void sum_all_step(unsigned width, unsigned i, float* partial) {
 template <typename P>
 LIF_HOST_DEVICE void sum_all_store(const float* partial, unsigned i, P* out) {
   if (i == 0) out[0] = static_cast<P>(partial[0]);
-}
-
-// The whole tree on one host thread, level by level: what the CUDA block does.
-template <typename P>
-void sum_all_host(const float* rows, int64_t count, P* out) {
-  float partial[kSumThreads];
-  for (unsigned i = 0; i < kSumThreads; ++i) sum_all_load(rows, count, i, partial);
-  for (unsigned width = kSumThreads / 2; width > 0; width /= 2) {
-    for (unsigned i = 0; i < kSumThreads; ++i) sum_all_step(width, i, partial);
-  }
-  sum_all_store(partial, 0, out);
 }
 
 }  // namespace fused_lif

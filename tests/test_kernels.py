@@ -198,8 +198,11 @@ def test_scalar_parameters_give_scalar_gradients(device):
 # batch x neuron column; one per neuron for the per-neuron sums): one partial
 # block, neurons < 32, exact multiples of the block, several blocks with a
 # partial last one, neurons not a multiple of the block size.
+# Also batch 1-2 with wide layers (several CPU tiles per batch row, the last
+# one partial) and sums over everything that do not fill the tree's last row
+# of lanes.
 LAUNCH_SHAPES = [(1, 1, 1), (3, 7, 5), (1, 4, 31), (2, 4, 256), (4, 3, 257), (5, 13, 300),
-                 (33, 5, 31), (3, 2, 1031)]
+                 (33, 5, 31), (3, 2, 1031), (1, 3, 2085), (2, 5, 1100)]
 
 
 @pytest.mark.parametrize("shape", LAUNCH_SHAPES, ids=str)

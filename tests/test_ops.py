@@ -197,15 +197,56 @@ def test_empty_dimensions(device, shape, impl):
     assert tape.gradient(loss, x).shape == shape
 
 
-def test_deterministic_run_to_run(device):
-    x = make_currents((16, 100, 128), seed=9)
-    tau = np.linspace(2, 40, 128).astype(np.float32)
-    first = scan_grads(fused_lif.lif_scan, x, tau=tau)
+# Batch 1-4 with wide layers: on several threads the CPU kernels cut the
+# neurons into narrower tiles (at batch 3 on 2 threads: 1024 wide, the last
+# partial) so that the threads share the work evenly, and, past 65,536
+# columns, sum the parameter gradients on several threads.
+SMALL_BATCH_SHAPES = [(1, 40, 2085), (2, 30, 1100), (3, 30, 1500), (4, 12, 20000)]
+
+
+@pytest.mark.parametrize("shape", [(16, 100, 128)] + SMALL_BATCH_SHAPES, ids=str)
+def test_deterministic_run_to_run(device, shape):
+    neurons = shape[2]
+    x = make_currents(shape, seed=9)
+    tau = np.linspace(2, 40, neurons).astype(np.float32)
+    kwargs = dict(tau=tau, threshold=np.array(0.9, np.float32), bias=np.zeros(neurons, np.float32))
+    first = scan_grads(fused_lif.lif_scan, x, **kwargs)
     for _ in range(3):
-        again = scan_grads(fused_lif.lif_scan, x, tau=tau)
+        again = scan_grads(fused_lif.lif_scan, x, **kwargs)
         np.testing.assert_array_equal(first[0], again[0])
         for name in first[2]:
-            np.testing.assert_array_equal(first[2][name], again[2][name])
+            np.testing.assert_array_equal(first[2][name], again[2][name], err_msg=name)
+
+
+@pytest.mark.parametrize("shape", SMALL_BATCH_SHAPES, ids=str)
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+def test_small_batch_wide_layers_match_reference(device, shape, per_neuron):
+    """Narrow tiles and threaded parameter-gradient sums: spikes bit-identical
+    to the reference, every gradient to float rounding, for per-neuron and
+    shared (summed over everything) tau, threshold and bias."""
+    batch, _, neurons = shape
+    x = make_currents(shape, seed=sum(shape), mean=0.3, scale=0.8)
+    rng = np.random.default_rng(neurons)
+    kwargs = dict(surrogate="sigmoid", reset="subtract", alpha=4.0,
+                  initial_membrane=rng.normal(0, 0.5, (batch, neurons)).astype(np.float32))
+    if per_neuron:
+        kwargs.update(tau=rng.uniform(2.0, 30.0, neurons).astype(np.float32),
+                      threshold=rng.uniform(0.5, 1.5, neurons).astype(np.float32),
+                      bias=rng.normal(0, 0.1, neurons).astype(np.float32))
+    else:
+        # 0-d arrays: tensors, so differentiable (Python or numpy scalars are constants)
+        kwargs.update(tau=np.array(7.0, np.float32), threshold=np.array(0.9, np.float32),
+                      bias=np.array(0.05, np.float32))
+    f_spikes, f_final, f_grads = scan_grads(fused_lif.lif_scan, x, **dict(kwargs))
+    r_spikes, r_final, r_grads = scan_grads(reference.lif_scan, x, **dict(kwargs))
+    np.testing.assert_array_equal(f_spikes, r_spikes)
+    np.testing.assert_array_equal(f_final, r_final)
+    assert 0.02 < f_spikes.mean() < 0.9
+    assert set(f_grads) == set(r_grads) == {"currents", "tau", "threshold", "initial_membrane",
+                                            "bias"}
+    for name in r_grads:
+        assert np.any(r_grads[name] != 0), name
+        assert_close_scaled(f_grads[name], r_grads[name], 2e-5, name)
 
 
 def test_registered_gradient_for_forward_op():

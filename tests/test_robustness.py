@@ -293,21 +293,36 @@ def test_concurrent_calls_equal_serial_calls():
 
 
 def test_one_and_two_intra_op_threads_give_identical_results(tmp_path):
+    """Every output and gradient is the same float on 1 and 2 threads: at
+    batch 16, and at batch 1-4 where the neurons are cut into narrower tiles
+    per thread and the parameter gradients (per neuron, and summed over
+    everything) are summed on several threads."""
     code = """
         import sys, numpy as np, tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
         import fused_lif
         from conftest import scan_grads, make_currents
-        x = make_currents((16, 80, 300), seed=5)
-        tau = np.linspace(2, 40, 300).astype(np.float32)
-        s, f, g = scan_grads(fused_lif.lif_scan, x, tau=tau, threshold=np.float32(0.8))
-        np.savez(sys.argv[2], s=s, f=f, **g)
+        out = {}
+        for shape in [(16, 80, 300), (1, 60, 2085), (2, 40, 1100), (3, 40, 1500), (3, 8, 30000), (4, 6, 20000)]:
+            n = shape[2]
+            x = make_currents(shape, seed=5 + shape[0])
+            per_neuron = dict(tau=np.linspace(2, 40, n).astype(np.float32),
+                              threshold=np.array(0.8, np.float32), bias=np.array(0.01, np.float32))
+            shared = dict(tau=np.array(9.0, np.float32), threshold=np.linspace(0.6, 1.2, n).astype(np.float32),
+                          bias=np.zeros(n, np.float32), surrogate="sigmoid")
+            for label, kwargs in (("a", per_neuron), ("b", shared)):
+                s, f, g = scan_grads(fused_lif.lif_scan, x, **kwargs)
+                tag = f"{shape}{label}"
+                out.update({f"{tag} spikes": s, f"{tag} final": f})
+                out.update({f"{tag} {k}": v for k, v in g.items()})
+        np.savez(sys.argv[2], **out)
     """
     outputs = []
     for threads in (1, 2):
         path = str(tmp_path / f"t{threads}.npz")
         run_python(code, args=[str(threads), path])
         outputs.append(np.load(path))
+    assert len(outputs[0].files) == 6 * 2 * 6  # spikes, final and 4 gradients
     for key in outputs[0].files:
         np.testing.assert_array_equal(outputs[0][key], outputs[1][key], err_msg=key)
 
