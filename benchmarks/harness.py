@@ -102,6 +102,28 @@ TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
 # (batch, time, inputs, units).
 MEMORY_SHAPE = (64, 500, 700, 512)
 
+# Input density of the sparse-input training step's target (rate-coded MNIST:
+# about 10% ones).
+SPIKE_INPUT_DENSITY = 0.1
+
+
+def break_even(points):
+    """The density where spike_matmul stops beating the dense GEMM: points
+    [(density, dense seconds, sparse seconds)] ascending; linear interpolation
+    of sparse / dense between the two points around 1. None if sparse wins at
+    every point; the first density if it loses at every point."""
+    prev = None
+    for density, dense, sparse in points:
+        ratio = sparse / dense
+        if ratio >= 1.0:
+            if prev is None:
+                return density
+            d0, r0 = prev
+            return d0 + (1.0 - r0) * (density - d0) / (ratio - r0)
+        prev = (density, ratio)
+    return None
+
+
 # The performance targets that `ratio_table` checks. The bounds they compare
 # with (the step without the scan; the GEMM floor, its GEMMs one at a time)
 # run nothing at once that the fused step runs one after the other, so that no
@@ -513,7 +535,7 @@ def notebook_fit(implementation, samples=1000, time_steps=20, seed=0, weights=No
     x = rate_encode(images.astype(np.float32), time_steps, max_rate=0.8, seed=seed)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, samples)]
     keras.utils.set_random_seed(seed)
-    if implementation == "no-scan":  # the bound: the same fit without any scan
+    if implementation == "no-scan":  # the bound: the same fit without the scan
         model = _no_scan_model(Shape("notebook", 32, time_steps, 784, 128, 10))
     else:
         model = create_snn_model(784, 128, 10, time_steps, implementation=implementation)
@@ -733,7 +755,7 @@ def ratio_table(data):
     for shape in FLOOR_SHAPES:
         # test_bench_spikes.py's training step with LIFLayer(spike_input=True).
         sparse = _by_info(benches, kind="model-step-spikes", shape=shape,
-                          implementation="fused-sparse")
+                          implementation="fused-sparse", input_density=SPIKE_INPUT_DENSITY)
         floor = _median_seconds(benches, kind="gemm-floor", shape=shape)
         target = "sparse-input training step / dense GEMM floor"
         if sparse and floor:
@@ -749,8 +771,9 @@ def ratio_table(data):
                 "detail": "needs the sparse training step (implementation \"fused-sparse\") "
                           "and the GEMM floor at this shape in the same run"})
 
-    # spike_input="auto" above the break-even: it must pick the dense GEMM and
-    # cost no more than its density pass.
+    # spike_input="auto" against dense at every input density measured: it
+    # must never cost more than 5% over dense (its density pass), whichever
+    # path it picks.
     for shape in shapes:
         for density in sorted({b["extra_info"].get("input_density") for b in benches
                                if b["extra_info"].get("kind") == "model-step-spikes"
@@ -761,30 +784,23 @@ def ratio_table(data):
             if dense and auto:
                 add(f'spike_input="auto" / dense step, {density:.0%} input', shape,
                     auto / dense, TARGETS["auto_dense_ratio"], False,
-                    f"auto {1e3 * auto:.2f} ms, dense {1e3 * dense:.2f} ms",
-                    info=density <= 0.3)
+                    f"auto {1e3 * auto:.2f} ms, dense {1e3 * dense:.2f} ms")
     # The density sweep's break-even (sparse forward + dW against dense).
-    sweep = [b["extra_info"] | {"median": b["stats"]["median"]} for b in benches
-             if b["extra_info"].get("kind") == "spike-matmul-backward"]
-    points = sorted({e["density"] for e in sweep})
+    sweep = {}
+    for b in benches:
+        info = b["extra_info"]
+        if info.get("kind") == "spike-matmul-backward":
+            sweep.setdefault(info["density"], {})[info["implementation"]] = b["stats"]["median"]
+    points = [(d, t["dense"], t["sparse"]) for d, t in sorted(sweep.items())
+              if "dense" in t and "sparse" in t]
     if points:
-        def at(density, implementation):
-            return next((e["median"] for e in sweep if e["density"] == density
-                         and e["implementation"] == implementation), None)
-        ratios = [(d, at(d, "sparse") / at(d, "dense")) for d in points
-                  if at(d, "sparse") and at(d, "dense")]
-        above = next((i for i, (_, r) in enumerate(ratios) if r >= 1.0), None)
-        if above is None:
-            text = f"above {points[-1]:.0%}"
-        elif above == 0:
-            text = f"below {ratios[0][0]:.0%}"
-        else:
-            (d0, r0), (d1, r1) = ratios[above - 1], ratios[above]
-            text = f"{d0 + (1.0 - r0) * (d1 - d0) / (r1 - r0):.0%}"
+        point = break_even(points)
         rows.append({
             "target": "spike_matmul break-even density (forward + dW)", "shape": "medium",
-            "measured": None, "measured_text": text, "goal": "-", "verdict": "-",
-            "detail": "sparse / dense: " + ", ".join(f"{d:.0%} {r:.2f}" for d, r in ratios)})
+            "measured": point, "verdict": "-", "goal": "-",
+            "measured_text": (f"above {points[-1][0]:.0%}" if point is None else f"{point:.0%}"),
+            "detail": "sparse / dense: " + ", ".join(f"{d:.0%} {sp / de:.2f}"
+                                                     for d, de, sp in points)})
 
     # Direct feedback alignment: its training step against backprop's (both fused).
     for shape in shapes:

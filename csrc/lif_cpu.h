@@ -70,7 +70,9 @@ constexpr int64_t kTilesPerThread = 4;
 // threads: 1.68x over 1 thread with 1024-wide tiles, 1.33x with 256-wide).
 template <int64_t Block>
 inline LifCpuTiling tiling_for(int64_t batch, int64_t neurons, int64_t threads) {
-  static_assert(Block % kMinTileWidth == 0, "tile widths stay multiples of kMinTileWidth");
+  static_assert(Block >= kMinTileWidth && Block % kMinTileWidth == 0 &&
+                    ((Block / kMinTileWidth) & (Block / kMinTileWidth - 1)) == 0,
+                "halving keeps tile widths multiples of kMinTileWidth");
   LifCpuTiling tiling;
   threads = std::max<int64_t>(threads, 1);
   for (tiling.width = Block;; tiling.width /= 2) {
@@ -271,7 +273,7 @@ FUSED_LIF_INLINE void sum_lanes(const float* rows, int64_t count, int64_t l0, fl
   for (int64_t i = 0; i < kReduceLanes; ++i) partial[l0 + i] = sum[i];
 }
 
-// The tree over the partial sums (sum_all_host's levels).
+// The tree over the partial sums (lif_reduce.h's tree: sum_all_step's levels).
 template <typename P>
 void sum_tree(float* partial, P* out) {
   for (unsigned width = kSumThreads / 2; width > 0; width /= 2) {

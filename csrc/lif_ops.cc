@@ -563,6 +563,8 @@ REGISTER_OP("FusedLif>SpikeDensity")
 
 // Below this many multiply-adds a pass runs on the calling thread.
 constexpr int64_t kSpikeInlineWork = 1 << 16;
+// Rows of the spikes per work item of the index passes (count, fill).
+constexpr int64_t kSpikeIndexRows = 64;
 
 template <typename Fn>
 void ShardSpikeWork(OpKernelContext* ctx, int64_t items, int64_t cost_per_item, Fn fn) {
@@ -580,11 +582,11 @@ void ShardSpikeWork(OpKernelContext* ctx, int64_t items, int64_t cost_per_item, 
 template <typename T>
 Status CountSpikeRows(OpKernelContext* ctx, const T* x, int64_t rows, int64_t K, int64_t* counts,
                       const char* name) {
-  constexpr int64_t kRowsPerItem = 64;
   std::atomic<int64_t> first_bad{rows};
-  ShardSpikeWork(ctx, ceil_div(rows, kRowsPerItem), kRowsPerItem * K, [&](int64_t b, int64_t e) {
-    const int64_t bad = spike_count_rows_cpu<T>(x, K, b * kRowsPerItem,
-                                                std::min(rows, e * kRowsPerItem), counts);
+  ShardSpikeWork(ctx, ceil_div(rows, kSpikeIndexRows), kSpikeIndexRows * K,
+                 [&](int64_t b, int64_t e) {
+    const int64_t bad = spike_count_rows_cpu<T>(x, K, b * kSpikeIndexRows,
+                                                std::min(rows, e * kSpikeIndexRows), counts);
     if (bad < 0) return;
     int64_t seen = first_bad.load();
     while (bad < seen && !first_bad.compare_exchange_weak(seen, bad)) {
@@ -640,12 +642,11 @@ class SpikeMatmulOp : public OpKernel {
     a.row_ptr = ptr;
     a.cols = cols->flat<int32_t>().data();
     a.output = output->flat<T>().data();
-    constexpr int64_t kRowsPerItem = 64;
     int32_t* cols_out = cols->flat<int32_t>().data();
-    ShardSpikeWork(ctx, ceil_div(a.rows, kRowsPerItem), kRowsPerItem * a.inputs,
+    ShardSpikeWork(ctx, ceil_div(a.rows, kSpikeIndexRows), kSpikeIndexRows * a.inputs,
                    [&](int64_t b, int64_t e) {
-                     spike_fill_cols_cpu<T>(x, a.inputs, ptr, b * kRowsPerItem,
-                                            std::min(a.rows, e * kRowsPerItem), cols_out);
+                     spike_fill_cols_cpu<T>(x, a.inputs, ptr, b * kSpikeIndexRows,
+                                            std::min(a.rows, e * kSpikeIndexRows), cols_out);
                    });
     if (a.outputs == 0) return;
     Tensor packed;
@@ -686,6 +687,8 @@ class SpikeMatmulWeightGradOp : public OpKernel {
     a.rows = grad.dim_size(0);
     a.inputs = weights.dim_size(0);
     a.outputs = weights.dim_size(1);
+    OP_REQUIRES(ctx, a.rows <= std::numeric_limits<int32_t>::max(),
+                InvalidArgument("grad_output may have at most 2^31 - 1 rows, got ", a.rows));
     OP_REQUIRES(ctx, row_ptr.dims() == 1 && row_ptr.dim_size(0) == a.rows + 1,
                 InvalidArgument("row_ptr must have shape [rows + 1] = [", a.rows + 1,
                                 "], got shape ", ShapeString(row_ptr)));

@@ -237,7 +237,9 @@ void spike_fill_cols_cpu(const T* x, int64_t K, const int64_t* row_ptr, int64_t 
 #else
     n = spike_detail::compact_row(row, K, buf);
 #endif
-    std::copy_n(buf, n, cols + row_ptr[m]);
+    // n equals pass 1's count (same test); clamped all the same, so that a
+    // disagreement could never write into the next row's slots.
+    std::copy_n(buf, std::min<int64_t>(n, row_ptr[m + 1] - row_ptr[m]), cols + row_ptr[m]);
   }
 }
 

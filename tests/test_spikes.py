@@ -188,7 +188,13 @@ def test_deterministic_across_thread_counts(tmp_path):
             out = fused_lif.spike_matmul(x, w)
             loss = tf.reduce_sum(out * g)
         gw = tape.gradient(loss, w)
-        np.save(sys.argv[2], np.concatenate([out.numpy().ravel(), gw.numpy().ravel()]))
+        # One column tile (100 outputs): dW's rows split over the threads.
+        w1 = tf.Variable(rng.normal(size=(300, 100)).astype(np.float32))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fused_lif.spike_matmul(x, w1) * g[:, :100])
+        gw1 = tape.gradient(loss, w1)
+        np.save(sys.argv[2], np.concatenate([out.numpy().ravel(), gw.numpy().ravel(),
+                                             gw1.numpy().ravel()]))
     """)
     results = []
     for threads in (1, 2, 4):
@@ -199,15 +205,34 @@ def test_deterministic_across_thread_counts(tmp_path):
         np.testing.assert_array_equal(other, results[0])
 
 
+def test_second_order_gradient_raises():
+    """No gradient of the weight-gradient op: asking for one raises, it never
+    gives silent zeros (as for the LIF op)."""
+    x = tf.constant(spikes_of((20, 8), 0.3))
+    w = tf.Variable(weights_of((8, 5)))
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            loss = tf.reduce_sum(fused_lif.spike_matmul(x, w) ** 2)
+        gw = inner.gradient(loss, w)
+        total = tf.reduce_sum(gw)
+    with pytest.raises(LookupError, match="FusedLif>SpikeMatmulWeightGrad"):
+        outer.gradient(total, w)
+
+
 # ---------------------------------------------------------- bad input ----
 
-@pytest.mark.parametrize("value", [0.5, -1.0, 2.0, np.nan, np.inf], ids=str)
-def test_non_binary_input_is_rejected_with_value_and_position(value):
-    x = spikes_of((300, 70), 0.2)
-    x[123, 45] = value
-    x[200, 3] = value  # a later one: the first is named
+@pytest.mark.parametrize("value, text", [(0.5, "0.5"), (-1.0, "-1"), (2.0, "2"),
+                                         (np.nan, "nan"), (np.inf, "inf")], ids=str)
+@pytest.mark.parametrize("rows, first, later", [(300, 123, 200), (40000, 21000, 39000)],
+                         ids=["inline", "threads"])
+def test_non_binary_input_is_rejected_with_value_and_position(value, text, rows, first, later):
+    """The first bad value (in row order) is named, also when the rows are
+    counted on several threads and a later shard finds its own first."""
+    x = spikes_of((rows, 70), 0.2)
+    x[later, 3] = value
+    x[first, 45] = value
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=rf"binary.*got {'nan' if np.isnan(value) else ''}.*\[123, 45\]"):
+                       match=rf"binary \(every value 0 or 1\), got {text} at \[{first}, 45\]"):
         fused_lif.spike_matmul(x, weights_of((70, 20)))
 
 
@@ -290,12 +315,13 @@ def layer_grads(layer, x, g):
          trainable_threshold=True),
     dict(implementation="reference"),
 ], ids=["default", "atan-subtract", "sigmoid-none", "triangle-detach-trainable", "reference"])
-def test_layer_sparse_matches_dense(spike_input, options):
+def test_layer_sparse_matches_dense(spike_input, options, sparse_runs):
     x = spikes_of((6, 12, 60), 0.15, seed=10)
     g = weights_of((6, 12, 72), seed=11)
     dense, sparse = layer_pair(spike_input, **options)
     out_d, grads_d = layer_grads(dense, x, g)
     out_s, grads_s = layer_grads(sparse, x, g)
+    assert sparse_runs == [1]  # "auto" took the sparse path too (15% < its break-even)
     # Currents equal to rounding: a spike flips only where a current sits at
     # the threshold to the last bits; none does with these draws.
     np.testing.assert_array_equal(out_s.numpy(), out_d.numpy())
@@ -309,7 +335,7 @@ def test_layer_sparse_low_precision(dtype):
     dense, sparse = layer_pair(True, dtype=keras.DTypePolicy(f"mixed_{dtype}"))
     out_d = dense(tf.cast(x, dtype)).numpy().astype(np.float32)
     out_s = sparse(tf.cast(x, dtype)).numpy().astype(np.float32)
-    assert out_s.dtype == np.float32 and out_s.shape == out_d.shape
+    assert out_s.shape == out_d.shape
     # Low-precision currents may round differently: most spikes agree.
     assert np.mean(out_s == out_d) > 0.97
 
@@ -354,7 +380,24 @@ def test_layer_auto_routes_non_binary_and_dense_input_to_the_dense_matmul(monkey
     assert calls == [1]
 
 
-def test_layer_auto_in_graph_picks_when_the_step_runs():
+@pytest.fixture
+def sparse_runs(monkeypatch):
+    """A list that gets an entry each time the layer's spike_matmul RUNS (a
+    py_function in its branch: a traced but untaken tf.cond branch adds none)."""
+    runs = []
+    real = layer_module.spike_matmul
+
+    def counted(x, w):
+        out = real(x, w)
+        mark = tf.py_function(lambda: runs.append(1) or np.int32(0), [], tf.int32)
+        with tf.control_dependencies([mark]):
+            return tf.identity(out)
+
+    monkeypatch.setattr(layer_module, "spike_matmul", counted)
+    return runs
+
+
+def test_layer_auto_in_graph_picks_when_the_step_runs(sparse_runs):
     layer = fused_lif.LIFLayer(layer_module.SPIKE_MIN_UNITS + 6, spike_input="auto")
     layer.build((None, None, 30))
     dense = fused_lif.LIFLayer.from_config({**layer.get_config(), "spike_input": False})
@@ -364,13 +407,15 @@ def test_layer_auto_in_graph_picks_when_the_step_runs():
     types = {op.type for op in f.get_concrete_function(
         tf.TensorSpec([None, 7, 30])).graph.get_operations()}
     assert "FusedLif>SpikeDensity" in types and types & {"If", "StatelessIf"}
-    for density in (0.05, 0.9):
+    for density, sparse in ((0.05, True), (0.9, False), (0.05, True)):
         x = spikes_of((3, 7, 30), density)
+        before = len(sparse_runs)
         np.testing.assert_array_equal(f(x).numpy(), dense(x).numpy())
+        assert len(sparse_runs) - before == int(sparse), density
 
 
 @pytest.mark.parametrize("density", [0.05, 0.9], ids=["sparse-branch", "dense-branch"])
-def test_layer_auto_gradients_in_tf_function(density):
+def test_layer_auto_gradients_in_tf_function(density, sparse_runs):
     """Both tf.cond branches differentiate in a graph (the sparse branch's row
     lists cross the cond) and give the dense layer's gradients."""
     dense, auto = layer_pair("auto", features=30)
@@ -388,6 +433,7 @@ def test_layer_auto_gradients_in_tf_function(density):
 
     for a, b in zip(grads(auto), grads(dense)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    assert len(sparse_runs) == (1 if density < 0.5 else 0)
 
 
 def test_layer_auto_narrow_layer_is_dense_without_measuring():

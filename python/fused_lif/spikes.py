@@ -81,5 +81,6 @@ def _spike_matmul_grad(op, grad_output, grad_row_ptr, grad_cols):
     return grad_spikes, grad_weights
 
 
-tf.no_gradient("FusedLif>SpikeMatmulWeightGrad")
+# FusedLif>SpikeMatmulWeightGrad has no gradient registered: a second-order
+# gradient through spike_matmul raises LookupError rather than silent zeros.
 tf.no_gradient("FusedLif>SpikeDensity")
