@@ -160,9 +160,12 @@ def spike_densities(model, data):
         return None, None, 0
     input_density = float(np.count_nonzero(x)) / x.size
     sample = x[:DENSITY_DIGITS]
-    hidden = keras.Model(model.inputs, model.get_layer("hidden_layer").output)
-    spikes = hidden.predict(sample, batch_size=EVAL_BATCH_SIZE, verbose=0)
-    return input_density, float(np.count_nonzero(spikes)) / spikes.size, len(sample)
+    layer = model.get_layer("hidden_layer")
+    ones = size = 0
+    for start in range(0, len(sample), EVAL_BATCH_SIZE):  # eager calls: no predict function
+        spikes = layer(sample[start:start + EVAL_BATCH_SIZE], training=False).numpy()
+        ones, size = ones + np.count_nonzero(spikes), size + spikes.size
+    return input_density, float(ones) / size, len(sample)
 
 
 def train_one(implementation, training, weights, data, config):
