@@ -8,7 +8,9 @@ training step (forward, backward, Adam) in each, on the CPU, side by side.
     python benchmarks/peers.py --peers-python .peers/bin/python --shapes all --json peers.json
 
 fused-lif's step runs in this process: TensorFlow, `fused_lif._bench`'s
-`build_models` and `training_step`, exactly what `fused-lif bench` times. The
+`build_models` and `training_step`, exactly what `fused-lif bench` times;
+beside it, the same model with `LIFLayer(spike_input=True)` (the inputs are
+binary), in its own column. The
 peers run in a worker process started with the peers venv's python (this
 file with `--worker`: it imports torch, never TensorFlow), which times its own
 calls. The processes take turns round by round (fused-lif, snnTorch,
@@ -507,6 +509,14 @@ def _set_tensorflow_threads(threads):
             threading.get_inter_op_parallelism_threads()]
 
 
+# fused-lif's step with LIFLayer(spike_input=True) too: the inputs are binary
+# (model_inputs: Bernoulli(0.2)), so its binary-spike matmuls apply. Its
+# currents equal the dense ones to float rounding; the peers' check compares
+# them with the dense model.
+SPARSE = "fused-lif sparse"
+SPARSE_TITLE = "fused-lif, spike_input=True"
+
+
 def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, threads=2,
         progress=None):
     """{"machine": ..., "rows": [one per shape]}: each row has the median
@@ -535,7 +545,11 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
             for shape in shapes:
                 label = shape.name
                 progress(f"{label}: building fused-lif's model, checking the peers against it")
-                model = _bench.build_models(shape, ("fused",))["fused"]
+                models = _bench.build_models(shape, ("fused", SPARSE), builders={
+                    SPARSE: lambda s: __import__("fused_lif").create_snn_model(
+                        s.inputs, s.hidden, s.outputs, s.time, implementation="fused",
+                        spike_input=True)})
+                model = models["fused"]
                 x, y = _bench.model_inputs(shape)
                 case = os.path.join(tmp, f"{label}.npz")
                 save_case(case, model, x, y)
@@ -544,25 +558,29 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
                 checks = worker.call("setup", shape=shape_dict, case=case,
                                      peers=list(peers))["checks"]
                 os.remove(case)
-                fused_step = _bench.training_step(model)
+                steps = {"fused-lif": _bench.training_step(model),
+                         SPARSE: _bench.training_step(models[SPARSE])}
 
-                def time_fused(calls, step=fused_step):
+                def time_fused(name, calls):
+                    step = steps[name]
                     start = time.perf_counter()
                     for _ in range(calls):
                         step(x, y)
                     return time.perf_counter() - start
 
                 progress(f"{label}: warm-up")
-                calls = {"fused-lif": 1}
+                calls = dict.fromkeys(steps, 1)
                 for _ in range(max(1, warmup)):  # the last warm-up call sets the calls per round
-                    calls["fused-lif"] = _calls_per_round(time_fused(1))
+                    for name in steps:
+                        calls[name] = _calls_per_round(time_fused(name, 1))
                     for name in peers:
                         calls[name] = _calls_per_round(worker.call("time", peer=name,
                                                                    calls=1)["seconds"])
                 times = {name: [] for name in calls}
                 for r in range(repeats):
                     progress(f"{label}: round {r + 1}/{repeats}")
-                    times["fused-lif"].append(time_fused(calls["fused-lif"]) / calls["fused-lif"])
+                    for name in steps:
+                        times[name].append(time_fused(name, calls[name]) / calls[name])
                     for name in peers:
                         seconds = worker.call("time", peer=name, calls=calls[name])["seconds"]
                         times[name].append(seconds / calls[name])
@@ -576,7 +594,7 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
                     "speedup": {name: medians[name] / medians["fused-lif"] for name in peers},
                     "checks": checks,
                 })
-                del model, fused_step
+                del model, models, steps
         worker_cpu = worker.call("cpu_seconds")["seconds"]
     finally:
         worker.close()
@@ -593,13 +611,18 @@ def _ms(value):
 def format_markdown(result):
     """The timing table and the agreement table, as markdown."""
     peers = result["peers"]
+    sparse = any(SPARSE in row["step_ms"] for row in result["rows"])
     header = (["shape", "fused-lif"] + [PEERS[p][0] for p in peers]
-              + [f"vs {PEERS[p][0]}" for p in peers])
+              + [f"vs {PEERS[p][0]}" for p in peers]
+              + ([SPARSE_TITLE, "its speedup over the fastest peer"] if sparse else []))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["rows"]:
         cells = [row["shape"], _ms(row["step_ms"]["fused-lif"])]
         cells += [_ms(row["step_ms"][p]) for p in peers]
         cells += [f"{row['speedup'][p]:.2f}x" for p in peers]
+        if sparse:
+            fastest = min(row["step_ms"][p] for p in peers)
+            cells += [_ms(row["step_ms"][SPARSE]), f"{fastest / row['step_ms'][SPARSE]:.2f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| shape | peer | hidden spikes equal | output spikes equal | spike counts "
               "fused / peer (hidden; output) | loss fused / peer | gradients: max rel. diff, "

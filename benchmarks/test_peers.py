@@ -78,6 +78,15 @@ def test_format_markdown_has_times_speedups_and_checks():
     assert "WARNING: the machine was loaded" in text  # 25% > peers.LOADED, 2 threads
 
 
+def test_format_markdown_adds_the_sparse_step_where_measured():
+    result = _fake_result()
+    result["rows"][0]["step_ms"][peers.SPARSE] = 1.5
+    lines = peers.format_markdown(result).splitlines()
+    assert lines[0].endswith("| fused-lif, spike_input=True | its speedup over the fastest peer |")
+    assert lines[2] == ("| seed | 2.0 ms | 15.0 ms | 1,234 ms | 7.50x | 617.00x | 1.5 ms "
+                        "| 10.00x |")
+
+
 @pytest.mark.parametrize("threads, other_load", [(1, 0.25), (2, 0.01), (2, None)])
 def test_format_markdown_warns_only_of_contention(threads, other_load):
     result = _fake_result()
@@ -114,7 +123,7 @@ def test_peers_compute_fused_lifs_network():
         result = peers.run([TINY], PEERS_PYTHON, list(peers.PEERS), repeats=1, warmup=1,
                            threads=1)
     (row,) = result["rows"]
-    assert set(row["step_ms"]) == {"fused-lif", *peers.PEERS}
+    assert set(row["step_ms"]) == {"fused-lif", peers.SPARSE, *peers.PEERS}
     assert all(t > 0 for t in row["step_ms"].values())
     for name, check in row["checks"].items():
         for layer in ("hidden", "output"):
