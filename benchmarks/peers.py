@@ -352,10 +352,6 @@ class Worker:
             step()
         return {"seconds": time.perf_counter() - start}
 
-    def cpu_seconds(self, **_):
-        usage = os.times()
-        return {"seconds": usage.user + usage.system}
-
 
 def worker_main(threads):
     out = sys.stdout
@@ -462,31 +458,6 @@ def _calls_per_round(seconds, target=0.2):
     return max(1, min(50, int(round(target / max(seconds, 1e-6)))))
 
 
-class _MachineLoad:
-    """CPU time of everything but this process and the worker, as a fraction
-    of the machine's wall time (Linux /proc/stat; None elsewhere)."""
-
-    def __init__(self):
-        self.start = self._busy()
-
-    @staticmethod
-    def _busy():
-        try:
-            with open("/proc/stat") as f:
-                values = [int(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        return time.monotonic(), (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-    def other_fraction(self, own_seconds):
-        end = self._busy()
-        if self.start is None or end is None:
-            return None
-        wall = end[0] - self.start[0]
-        other = end[1] - self.start[1] - own_seconds
-        return min(1.0, max(0.0, other) / max(1e-9, wall * (os.cpu_count() or 1)))
-
-
 def _set_tensorflow_threads(threads):
     """Caps TensorFlow's intra-op and inter-op pools (independent ops at once)
     at `threads`, as torch's eager ops use `threads` one op at a time.
@@ -532,8 +503,11 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
         if name not in PEERS:
             raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
     shapes = [_bench.get_shape(s) for s in shape_names]
-    load = _MachineLoad()
-    own_start = os.times()
+    # Other processes' share of the CPUs; the worker's time counts as ours once
+    # close() has waited for it (RUSAGE_CHILDREN).
+    from harness import OtherLoad  # benchmarks/, beside this file; never in the worker
+
+    load = OtherLoad()
     worker = PeerProcess(peers_python, threads)
     rows = []
     try:
@@ -595,12 +569,9 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
                     "checks": checks,
                 })
                 del model, models, steps
-        worker_cpu = worker.call("cpu_seconds")["seconds"]
     finally:
         worker.close()
-    own = os.times()
-    own_seconds = (own.user + own.system) - (own_start.user + own_start.system)
-    machine["other_load"] = load.other_fraction(own_seconds + worker_cpu)
+    machine["other_load"] = load.fraction()
     return {"machine": machine, "peers": list(peers), "rows": rows}
 
 

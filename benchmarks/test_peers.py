@@ -153,7 +153,7 @@ def test_worker_errors_come_back_as_exceptions(tmp_path):
             worker.call("setup", shape={}, case=str(tmp_path / "missing.npz"), peers=["snntorch"])
         with pytest.raises(RuntimeError, match="failed in 'time'"):
             worker.call("time", peer="brian2", calls=1)  # never set up
-        assert worker.call("cpu_seconds")["seconds"] > 0  # still serving
+        assert worker.call("versions")["threads"] == 1  # still serving
     finally:
         worker.close()
     assert worker.process.returncode == 0

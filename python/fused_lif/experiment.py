@@ -129,7 +129,7 @@ SPIKE_INPUT = {"off": False, "on": True, "auto": "auto"}
 def build_model(implementation, training, config, input_dim):
     return create_snn_model(input_dim, config.hidden_units, NUM_CLASSES, config.time_steps,
                             implementation=implementation, training=training,
-                            spike_input=SPIKE_INPUT[getattr(config, "spike_input", "off")])
+                            spike_input=SPIKE_INPUT[config.spike_input])
 
 
 
