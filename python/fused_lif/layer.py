@@ -72,16 +72,30 @@ class LIFLayer(NeuronLayer):
         `reset_states()` zeroes it. Not under a tf.distribute strategy with
         several replicas (refused when built or called there): carry the
         state explicitly with `return_state=True` and `initial_state=`.
+      recurrent: if True, each neuron also receives the layer's own spikes
+        of the previous step through a trainable `recurrent_kernel`
+        [units, units] (rows presynaptic, as Keras' SimpleRNN):
+        I[t] = x[t] @ w + b + s[t-1] @ recurrent_kernel, s[-1] = 0. The
+        recurrent sum runs inside the fused kernel (a sum of the rows of the
+        neurons that spiked); gradients are BPTT through it. The state is
+        then (membrane, spikes), both [batch, units] float32: return_state
+        returns (spikes, final_membrane, final_spikes), initial_state takes
+        the pair (membrane, spikes), and stateful carries both.
+      recurrent_initializer: of recurrent_kernel; default "orthogonal", as
+        Keras' SimpleRNN: the fed-back spike vector keeps its norm, so the
+        recurrent current neither grows nor fades with the layer's width.
 
-    Weights: [w (features, units), b (units,)], then tau and threshold (units,)
-    when trainable, then the stateful membrane.
+    Weights: [w (features, units), b (units,)], then recurrent_kernel
+    (units, units) when recurrent, tau and threshold (units,) when trainable,
+    then the stateful membrane (and last spikes, when recurrent).
     """
 
     def __init__(self, units, output_units=None, tau=20.0, threshold=1.0, use_dfa=True,
                  is_output_layer=False, implementation="auto", alpha=10.0,
                  surrogate="fast_sigmoid", reset="zero", detach_reset=False,
                  trainable_tau=False, trainable_threshold=False, return_state=False,
-                 stateful=False, feedback_initializer=None, spike_input=False, **kwargs):
+                 stateful=False, feedback_initializer=None, spike_input=False, recurrent=False,
+                 recurrent_initializer="orthogonal", **kwargs):
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units <= 0:
             raise ValueError(f"units must be a positive integer, got {units!r}")
         super().__init__(tau=tau, threshold=threshold, alpha=alpha, surrogate=surrogate,
@@ -105,6 +119,11 @@ class LIFLayer(NeuronLayer):
         self.feedback_initializer = (None if feedback_initializer is None
                                      else keras.initializers.get(feedback_initializer))
         self.feedback = None
+        if not isinstance(recurrent, (bool, np.bool_)):
+            raise TypeError(f"recurrent must be a bool, got {recurrent!r}")
+        self.recurrent = bool(recurrent)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.recurrent_kernel = None
 
     def build(self, input_shape):
         if len(input_shape) != 3:
@@ -118,7 +137,11 @@ class LIFLayer(NeuronLayer):
                                  initializer="glorot_uniform", trainable=True, name="weights")
         self.b = self.add_weight(shape=(self.units,), initializer="zeros", trainable=True,
                                  name="bias")
-        self.build_neurons(self.units, input_shape[0], (self.units,))
+        if self.recurrent:
+            self.recurrent_kernel = self.add_weight(
+                shape=(self.units, self.units), initializer=self.recurrent_initializer,
+                trainable=True, name="recurrent_kernel")
+        self.build_neurons(self.units, input_shape[0], (self.units,), recurrent=self.recurrent)
         if self.is_dfa_hidden:
             self.feedback = dfa.add_feedback_weight(self)
 
@@ -136,24 +159,47 @@ class LIFLayer(NeuronLayer):
                                   self.spike_input)
         currents = tf.reshape(currents, tf.stack([shape[0], shape[1], self.units]))
         currents.set_shape([x.shape[0], x.shape[1], self.units])
-        spikes, final_membrane = self.neuron_scan(
-            currents, self.initial_state_or_carried(initial_state), bias=tf.cast(self.b, x.dtype))
-        if self.membrane_state is not None:
-            self.membrane_state.assign(final_membrane)
+        initial_state = self.initial_state_or_carried(initial_state)
+        bias = tf.cast(self.b, x.dtype)
+        if self.recurrent:
+            membrane, last_spikes = self._recurrent_state(initial_state)
+            state = self.neuron_scan(currents, membrane, bias=bias,
+                                     recurrent_kernel=self.recurrent_kernel,
+                                     initial_spikes=last_spikes)
+        else:
+            state = self.neuron_scan(currents, initial_state, bias=bias)
+        spikes, final_state = state[0], state[1:]
+        self.carry_state(*final_state)
         dfa.record_spikes(self, spikes)
-        return (spikes, final_membrane) if self.return_state else spikes
+        return (spikes, *final_state) if self.return_state else spikes
+
+    @staticmethod
+    def _recurrent_state(initial_state):
+        """(membrane, spikes) of a recurrent layer's initial state: None, or a
+        pair (either may be None: zeros)."""
+        if initial_state is None:
+            return None, None
+        if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
+            raise ValueError(
+                "LIFLayer(recurrent=True): initial_state must be a pair (membrane, spikes), "
+                "each [batch, units] (the last two results of return_state=True), got "
+                f"{type(initial_state).__name__}")
+        return initial_state
 
     def compute_output_spec(self, inputs, initial_state=None, training=None):
-        # The final membrane is float32 whatever the compute dtype.
+        # The final state is float32 whatever the compute dtype.
         shape = self.compute_output_shape(inputs.shape)
         if self.return_state:
             return (keras.KerasTensor(shape[0], dtype=self.compute_dtype),
-                    keras.KerasTensor(shape[1], dtype="float32"))
+                    *(keras.KerasTensor(s, dtype="float32") for s in shape[1:]))
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         spikes = (input_shape[0], input_shape[1], self.units)
-        return (spikes, (input_shape[0], self.units)) if self.return_state else spikes
+        if not self.return_state:
+            return spikes
+        state = (input_shape[0], self.units)
+        return (spikes, state, state) if self.recurrent else (spikes, state)
 
     def get_config(self):
         config = super().get_config()
@@ -161,6 +207,8 @@ class LIFLayer(NeuronLayer):
         config.update(
             units=self.units, output_units=self.output_units, use_dfa=self.use_dfa,
             is_output_layer=self.is_output_layer, spike_input=self.spike_input,
+            recurrent=self.recurrent,
+            recurrent_initializer=keras.initializers.serialize(self.recurrent_initializer),
             feedback_initializer=(None if self.feedback_initializer is None else
                                   keras.initializers.serialize(self.feedback_initializer)))
         return config

@@ -133,7 +133,7 @@ class NeuronLayer(keras.layers.Layer):
         # runs without XLA (Keras' own check, as for the cuDNN LSTM).
         self.supports_jit = implementation == "reference"
         self.tau_weight = self.threshold_weight = None
-        self.membrane_state = None
+        self.membrane_state = self.spikes_state = None
 
     # ------------------------------------------------------------- build --
 
@@ -145,9 +145,10 @@ class NeuronLayer(keras.layers.Layer):
                     f"{type(self).__name__}: {name} has {len(value)} values, but {what} "
                     f"{channels}: give one number, or one value per channel")
 
-    def build_neurons(self, channels, batch_size=None, state_shape=None):
+    def build_neurons(self, channels, batch_size=None, state_shape=None, recurrent=False):
         """Adds the neurons' weights: tau and threshold [channels] when
-        trainable, then the stateful membrane [batch_size, *state_shape]."""
+        trainable, then the stateful membrane [batch_size, *state_shape] (and,
+        for recurrent neurons, the last spikes, of the same shape)."""
         if self.trainable_tau:
             self.tau_weight = self.add_weight(
                 shape=(channels,), initializer=keras.initializers.Constant(self.tau),
@@ -167,11 +168,16 @@ class NeuronLayer(keras.layers.Layer):
             self.membrane_state = self.add_weight(
                 shape=(batch_size, *state_shape), initializer="zeros", trainable=False,
                 name="membrane_state", dtype="float32", autocast=False)
+            if recurrent:
+                self.spikes_state = self.add_weight(
+                    shape=(batch_size, *state_shape), initializer="zeros", trainable=False,
+                    name="spikes_state", dtype="float32", autocast=False)
 
     def reset_states(self):
         """Zeroes the membrane carried across calls (stateful=True)."""
-        if self.membrane_state is not None:
-            self.membrane_state.assign(keras.ops.zeros_like(self.membrane_state))
+        for state in (self.membrane_state, self.spikes_state):
+            if state is not None:
+                state.assign(keras.ops.zeros_like(state))
 
     reset_state = reset_states
 
@@ -201,7 +207,8 @@ class NeuronLayer(keras.layers.Layer):
         return value if positions == 1 else tf.tile(value, [positions])
 
     def initial_state_or_carried(self, initial_state):
-        """The explicit initial state, else the stateful membrane (or None)."""
+        """The explicit initial state, else the stateful one (the membrane, or
+        (membrane, spikes) for recurrent neurons), else None."""
         if self.membrane_state is None:
             return initial_state
         replica = tf.distribute.get_replica_context()
@@ -210,19 +217,38 @@ class NeuronLayer(keras.layers.Layer):
                         type(self).__name__)
         if initial_state is None:
             initial_state = tf.convert_to_tensor(self.membrane_state)
+            if self.spikes_state is not None:
+                initial_state = (initial_state, tf.convert_to_tensor(self.spikes_state))
         return initial_state
 
-    def neuron_scan(self, currents, initial_membrane=None, bias=None, positions=1):
+    def carry_state(self, *final_state):
+        """Keeps the final state for the next call (stateful layers)."""
+        for variable, value in zip((self.membrane_state, self.spikes_state), final_state):
+            if variable is not None:
+                variable.assign(value)
+
+    def neuron_scan(self, currents, initial_membrane=None, bias=None, positions=1,
+                    recurrent_kernel=None, initial_spikes=None):
         """(spikes, final_membrane) of the neurons driven by `currents`
         [batch, time, neurons] (+ bias), from `initial_membrane`
-        [batch, neurons] (None: zeros); neurons = positions · channels."""
-        scan = ops.lif_scan if self.scan_backend() == "fused" else reference.lif_scan
-        return scan(
-            currents, tau=self._param(self.tau, self.tau_weight, positions),
-            threshold=self._param(self.threshold, self.threshold_weight, positions),
-            alpha=self.alpha, surrogate=self.surrogate, reset=self.reset,
-            detach_reset=self.detach_reset, initial_membrane=initial_membrane,
-            return_state=True, bias=bias)
+        [batch, neurons] (None: zeros); neurons = positions · channels. With
+        a recurrent_kernel [neurons, neurons], the spikes of t-1 feed back
+        (from `initial_spikes` at t = 0), and (spikes, final_membrane,
+        final_spikes)."""
+        fused = self.scan_backend() == "fused"
+        kwargs = dict(tau=self._param(self.tau, self.tau_weight, positions),
+                      threshold=self._param(self.threshold, self.threshold_weight, positions),
+                      alpha=self.alpha, surrogate=self.surrogate, reset=self.reset,
+                      detach_reset=self.detach_reset, initial_membrane=initial_membrane,
+                      return_state=True, bias=bias)
+        if recurrent_kernel is None:
+            return (ops.lif_scan if fused else reference.lif_scan)(currents, **kwargs)
+        if fused:
+            from .recurrent import recurrent_lif_scan
+        else:
+            recurrent_lif_scan = reference.recurrent_lif_scan
+        return recurrent_lif_scan(currents, recurrent_kernel, initial_spikes=initial_spikes,
+                                  **kwargs)
 
     def neuron_config(self):
         return dict(tau=self.tau, threshold=self.threshold, alpha=self.alpha,
@@ -287,8 +313,7 @@ class LIF(NeuronLayer):
         spikes, final = self.neuron_scan(currents, initial, positions=neurons // features[-1])
         spikes = tf.reshape(spikes, shape)
         final = tf.reshape(final, tf.concat([shape[:1], shape[2:]], 0))
-        if self.membrane_state is not None:
-            self.membrane_state.assign(final)
+        self.carry_state(final)
         return (spikes, final) if self.return_state else spikes
 
     def compute_output_spec(self, inputs, initial_state=None):
