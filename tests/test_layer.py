@@ -301,15 +301,8 @@ def test_saved_model_serves_in_fresh_process(tmp_path):
     assert "served ok" in out
 
 
-def test_stateful_under_several_replicas_is_refused_and_explicit_state_works():
-    out = run_python("""
-        import numpy as np, tensorflow as tf, keras
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import fused_lif
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
+def test_stateful_under_several_replicas_is_refused_and_explicit_state_works(run_on_two_cpus):
+    out = run_on_two_cpus("""
         # Built under the strategy: refused at build time, saying what to do.
         with strategy.scope():
             try:
@@ -355,13 +348,8 @@ def test_stateful_under_several_replicas_is_refused_and_explicit_state_works():
     assert "replicas ok" in out
 
 
-def test_mirrored_strategy_matches_single_device():
-    out = run_python("""
-        import numpy as np, tensorflow as tf, keras
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import fused_lif
+def test_mirrored_strategy_matches_single_device(run_on_two_cpus):
+    out = run_on_two_cpus("""
         x = (np.random.default_rng(0).random((16, 8, 10)) < 0.5).astype(np.float32)
         y = np.eye(3, dtype=np.float32)[np.arange(16) % 3]
         single = fused_lif.create_snn_model(10, 12, 3, 8)
@@ -371,8 +359,6 @@ def test_mirrored_strategy_matches_single_device():
             loss = tf.reduce_mean(loss_fn(y, single(x)))
         expected = [g.numpy() for g in tape.gradient(loss, single.trainable_variables)]
 
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        assert strategy.num_replicas_in_sync == 2
         with strategy.scope():
             model = fused_lif.create_snn_model(10, 12, 3, 8)
             model.set_weights(weights)
