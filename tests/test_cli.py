@@ -421,16 +421,16 @@ def test_train_reports_input_and_hidden_spike_densities(digits_npz, tmp_path, ca
 def test_spike_input_option_reaches_both_layers(digits_npz, tmp_path, capsys, monkeypatch):
     """--spike-input on: both LIF layers compute their currents with
     spike_matmul (counted as traced), and the run's configuration says so."""
-    from fused_lif import layer as layer_module
+    from fused_lif import spikes as spikes_module
 
     calls = []
-    real = layer_module.spike_matmul
+    real = spikes_module.spike_matmul
 
     def counting(x, w):
         calls.append(tuple(w.shape))
         return real(x, w)
 
-    monkeypatch.setattr(layer_module, "spike_matmul", counting)
+    monkeypatch.setattr(spikes_module, "spike_matmul", counting)
     out = tmp_path / "out"
     assert cli.main(_tiny(digits_npz, out, "--spike-input", "on", "--raster-digits", "0")) == 0
     capsys.readouterr()

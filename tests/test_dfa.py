@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import fused_lif
 from fused_lif import DFAModel, LIFLayer
-from fused_lif import layer as layer_module
+from fused_lif import dfa as dfa_module
 
 from conftest import assert_close_scaled
 
@@ -233,7 +233,7 @@ def test_seed_model_is_unchanged_without_output_units():
 
 
 def test_plain_model_with_dfa_layers_trains_by_backprop_and_warns_once(monkeypatch):
-    monkeypatch.setattr(layer_module, "_warned_dfa", False)
+    monkeypatch.setattr(dfa_module, "_warned_dfa", False)
     dfa = build_network((20, 16, 5), 12)
     plain = compiled(keras.Model(dfa.input, dfa.output))
     x, y = spike_input((16, 12, 20), seed=2), labels(16, 5)
@@ -251,7 +251,7 @@ def test_plain_model_with_dfa_layers_trains_by_backprop_and_warns_once(monkeypat
     assert all(np.any(g.numpy() != 0) for g in grads)
     _, dfa_grads = compiled(dfa).dfa_gradients(x, y)
     assert not np.allclose(grads[0].numpy(), dfa_grads[0].numpy())
-    monkeypatch.setattr(layer_module, "_warned_dfa", False)
+    monkeypatch.setattr(dfa_module, "_warned_dfa", False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dfa.fit(x, y, batch_size=8, epochs=1, verbose=0)  # DFAModel: no warning
