@@ -207,7 +207,7 @@ def test_train_without_matplotlib_says_which_extra(digits_npz, tmp_path, capsys,
 def test_fused_unavailable_is_said_clearly(digits_npz, tmp_path, capsys, monkeypatch):
     def broken():
         raise fused_lif.FusedOpUnavailableError("cannot load the fused LIF op library: test")
-    monkeypatch.setattr(fused_lif.ops, "load_library", broken)
+    monkeypatch.setattr(fused_lif._library, "load_library", broken)
     assert cli.main(_tiny(digits_npz, tmp_path / "out")) == 1
     stderr = capsys.readouterr().err
     assert "cannot load the fused LIF op library" in stderr

@@ -386,48 +386,6 @@ def test_mirrored_strategy_matches_single_device(run_on_two_cpus):
     assert "mirrored ok" in out
 
 
-# ------------------------------------------------------ library faults ----
-
-def test_missing_library_auto_falls_back_with_one_warning(tmp_path):
-    out = run_python("""
-        import warnings, numpy as np
-        import fused_lif
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for _ in range(3):
-                layer = fused_lif.LIFLayer(4)
-                y = layer(np.ones((2, 5, 3), np.float32))
-        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-        assert len(messages) == 1, messages
-        assert "falls back" in messages[0] and "missing" in messages[0], messages[0]
-        assert y.shape == (2, 5, 4)
-        try:
-            fused_lif.LIFLayer(4, implementation="fused")(np.ones((2, 5, 3), np.float32))
-        except fused_lif.FusedOpUnavailableError as e:
-            assert "Rebuild" in str(e), str(e)
-            print("raised ok")
-    """, env={"FUSED_LIF_OP_LIBRARY": str(tmp_path / "missing.so")})
-    assert "raised ok" in out
-
-
-def test_unloadable_library_names_tensorflow_version(tmp_path):
-    bad = tmp_path / "_lif_ops.so"
-    bad.write_bytes(b"not a shared object")
-    out = run_python("""
-        import fused_lif
-        import fused_lif._build_info as info
-        info.TF_VERSION = "0.0.1"  # pretend it was built for another TensorFlow
-        try:
-            fused_lif.lif_scan([[[1.0]]])
-        except fused_lif.FusedOpUnavailableError as e:
-            msg = str(e)
-            assert "built for TensorFlow 0.0.1" in msg, msg
-            assert "pip install --no-build-isolation" in msg, msg
-            print("version ok")
-    """, env={"FUSED_LIF_OP_LIBRARY": str(bad)})
-    assert "version ok" in out
-
-
 @pytest.mark.parametrize("implementation", ["fused", "reference"])
 def test_unknown_batch_and_time_dimensions(implementation):
     inputs = keras.Input(shape=(None, 6))

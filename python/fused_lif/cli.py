@@ -214,10 +214,10 @@ def _startup_notices_hidden():
 
 
 def _fused_library_loads():
-    from fused_lif import FusedOpUnavailableError, ops
+    from fused_lif import FusedOpUnavailableError, _library
 
     try:
-        ops.load_library()
+        _library.load_library()
     except FusedOpUnavailableError as e:
         _err(str(e))
         _err("fused-lif train: the fused op library cannot load, so the fused layer cannot "
