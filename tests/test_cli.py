@@ -108,35 +108,90 @@ def test_compare_trains_both_from_the_same_weights(digits_npz, tmp_path, capsys)
                                rtol=1e-3)
 
 
-def test_training_dfa_end_to_end(digits_npz, tmp_path, capsys):
+@pytest.fixture
+def adam_rates(monkeypatch):
+    """The learning rate of every keras.optimizers.Adam created, in order."""
+    rates, real = [], keras.optimizers.Adam
+
+    def adam(*args, **kwargs):
+        optimizer = real(*args, **kwargs)
+        rates.append(float(optimizer.learning_rate.numpy()))
+        return optimizer
+
+    monkeypatch.setattr(keras.optimizers, "Adam", adam)
+    return rates
+
+
+def test_training_dfa_end_to_end(digits_npz, tmp_path, capsys, adam_rates):
+    """--learning-rate overrides DFA's default rate."""
     out = tmp_path / "out"
-    assert cli.main(_tiny(digits_npz, out, "--training", "dfa", "--verbose", "0")) == 0
+    assert cli.main(_tiny(digits_npz, out, "--training", "dfa", "--verbose", "0",
+                          "--learning-rate", "0.002")) == 0
     stdout = capsys.readouterr().out
     assert "== fused LIFLayer, trained by DFA" in stdout and "test accuracy" in stdout
+    assert "Adam 0.002 (--learning-rate)" in stdout
+    assert adam_rates == [pytest.approx(0.002)]
     summary = _summary(out)
     assert summary["config"]["training"] == "dfa"
+    assert summary["config"]["learning_rate"] == 0.002
+    assert summary["config"]["learning_rates"] == {"dfa": 0.002}
     assert list(summary["results"]) == ["fused dfa"]
     result = summary["results"]["fused dfa"]
     assert result["training"] == "dfa" and result["implementation"] == "fused"
+    assert result["learning_rate"] == 0.002
     assert 0.0 <= result["test_accuracy"] <= 1.0 and np.isfinite(result["history"]["loss"][0])
     assert summary["comparisons"] == {} and summary["speedup"] is None
 
 
-def test_training_both_compares_the_rules_side_by_side(digits_npz, tmp_path, capsys):
+def test_training_both_compares_the_rules_side_by_side(digits_npz, tmp_path, capsys,
+                                                       adam_rates):
     """Backprop and DFA from the same initial weights: the models differ only
-    in the rule (the first batch's forward pass, hence its loss, is the same)."""
+    in the rule (the first batch's forward pass, hence its loss, is the same).
+    Without --learning-rate each rule trains at its own default rate."""
     out = tmp_path / "out"
     assert cli.main(_tiny(digits_npz, out, "--training", "both", "--epochs", "2",
                           "--verbose", "0")) == 0
     stdout = capsys.readouterr().out
     assert "fused dfa" in stdout and "(fused: backprop / DFA median step)" in stdout
+    assert "Adam 0.001 (backprop's default; --learning-rate sets it)" in stdout
+    assert "Adam 0.003 (DFA's default; --learning-rate sets it)" in stdout
+    assert re.search(r"^Adam learning rate\s+0\.001\s+0\.003$", stdout, re.MULTILINE)
+    assert adam_rates == [pytest.approx(1e-3), pytest.approx(3e-3)]
     summary = _summary(out)
+    assert summary["config"]["learning_rate"] is None
+    assert summary["config"]["learning_rates"] == {"backprop": 1e-3, "dfa": 3e-3}
     assert list(summary["results"]) == ["fused", "fused dfa"]
     backprop, dfa = summary["results"]["fused"], summary["results"]["fused dfa"]
     assert (backprop["training"], dfa["training"]) == ("backprop", "dfa")
+    assert (backprop["learning_rate"], dfa["learning_rate"]) == (1e-3, 3e-3)
     step = summary["comparisons"]["backprop / DFA (fused)"]["training_step"]
     assert step == pytest.approx(backprop["median_step_ms"] / dfa["median_step_ms"])
     assert backprop["history"]["loss"] != dfa["history"]["loss"]  # the rules differ
+
+
+@pytest.mark.parametrize("training,given,expected", [
+    ("backprop", None, {"backprop": 1e-3}),
+    ("dfa", None, {"dfa": 3e-3}),
+    ("both", None, {"backprop": 1e-3, "dfa": 3e-3}),
+    ("backprop", "5e-4", {"backprop": 5e-4}),
+    ("dfa", "5e-4", {"dfa": 5e-4}),
+    ("both", "0.01", {"backprop": 0.01, "dfa": 0.01}),
+])
+def test_each_rule_has_its_own_default_learning_rate(training, given, expected):
+    """Backprop the seed's 1e-3, DFA 3e-3; --learning-rate sets every rule's."""
+    assert cli.DEFAULT_LEARNING_RATES == {"backprop": 1e-3, "dfa": 3e-3}
+    argv = ["train", "--training", training] + ([] if given is None else
+                                                ["--learning-rate", given])
+    args = cli.build_parser().parse_args(argv)
+    assert args.learning_rate == (None if given is None else float(given))
+    assert cli.learning_rates(args) == expected
+
+
+def test_learning_rate_help_names_both_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # as argparse wraps it, or not
+    assert "(default:0.001forbackprop,0.003fordfa:DFAlearnsmoreslowly)" in help_text
 
 
 def test_train_without_matplotlib_says_which_extra(digits_npz, tmp_path, capsys, monkeypatch):
@@ -152,7 +207,7 @@ def test_train_without_matplotlib_says_which_extra(digits_npz, tmp_path, capsys,
 def test_fused_unavailable_is_said_clearly(digits_npz, tmp_path, capsys, monkeypatch):
     def broken():
         raise fused_lif.FusedOpUnavailableError("cannot load the fused LIF op library: test")
-    monkeypatch.setattr(fused_lif.ops, "load_library", broken)
+    monkeypatch.setattr(fused_lif._library, "load_library", broken)
     assert cli.main(_tiny(digits_npz, tmp_path / "out")) == 1
     stderr = capsys.readouterr().err
     assert "cannot load the fused LIF op library" in stderr
@@ -226,7 +281,9 @@ def test_bench_with_the_real_helper(capsys):
 
 def test_bad_arguments_are_rejected(capsys):
     for argv in (["train", "--samples", "0"], ["train", "--validation-split", "1"],
-                 ["train", "--implementation", "cuda"], ["nonsense"]):
+                 ["train", "--implementation", "cuda"], ["train", "--learning-rate", "0"],
+                 ["train", "--learning-rate", "-1e-3"], ["train", "--learning-rate", "nan"],
+                 ["train", "--learning-rate", "inf"], ["nonsense"]):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         assert info.value.code == 2, argv
@@ -273,6 +330,10 @@ def test_help_and_argument_errors_answer_without_tensorflow():
     assert result == {"statuses": [0, 0, 0, 2, 2, 2], "tensorflow": False, "fused_lif": False}
     assert "--compare" in proc.stdout and "--repeats" in proc.stdout
     assert "must be a positive integer, got 0" in proc.stderr
+    # Every help (the three --help, and no command's) says that this console
+    # script is the fast way, not python -m.
+    help_text = "".join(proc.stdout.split())  # as argparse wraps it, or not
+    assert help_text.count("".join(cli.SLOW_START_NOTE.split())) == 4
 
 
 def test_importing_the_library_leaves_logging_settings_alone():

@@ -3,7 +3,8 @@ parses and prints; this computes): MNIST rate-coded into spike trains, the
 784-128-10 LIF network trained with Adam, held-out test digits; each
 run (an implementation, fused or reference, with a training rule, backprop or
 direct feedback alignment) from the same initial weights and batch order.
-`config` is the `train` command's options (an argparse.Namespace)."""
+`config` is the `train` command's options (an argparse.Namespace), with
+`learning_rates` ({training rule: Adam's rate}) filled in by the command."""
 
 import dataclasses
 import math
@@ -30,7 +31,7 @@ NUM_CLASSES = 10
 # The train command's options that summary.json records.
 CONFIG_KEYS = ("implementation", "compare", "training", "spike_input", "samples",
                "validation_split", "test_samples", "epochs", "batch_size", "time_steps",
-               "max_rate", "hidden_units", "learning_rate", "seed", "data")
+               "max_rate", "hidden_units", "learning_rate", "learning_rates", "seed", "data")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -177,7 +178,8 @@ def train_one(implementation, training, weights, data, config):
     assert len(model.trainable_weights) == len(weights), "one model's weights for another"
     for variable, value in zip(model.trainable_weights, weights):
         variable.assign(value)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+    learning_rate = config.learning_rates[training]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                   loss=spike_categorical_crossentropy, metrics=[spike_categorical_accuracy])
     timer = EpochTimer()
     keras.utils.set_random_seed(config.seed)  # the same batch order for every implementation
@@ -189,6 +191,7 @@ def train_one(implementation, training, weights, data, config):
     result = {
         "implementation": implementation,
         "training": training,
+        "learning_rate": learning_rate,
         "history": history,
         "epoch_seconds": timer.seconds,
         "first_epoch_seconds": timer.seconds[0],
