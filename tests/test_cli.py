@@ -441,3 +441,64 @@ def test_spike_input_option_reaches_both_layers(digits_npz, tmp_path, capsys, mo
     calls.clear()
     assert cli.main(_tiny(digits_npz, tmp_path / "dense", "--raster-digits", "0")) == 0
     assert calls == []  # the default stays dense
+
+
+# -------------------------------------------------------------- --model ----
+
+def test_model_conv_compares_fused_and_reference_neurons(digits_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--model", "conv", "--compare", "--verbose", "0")) == 0
+    stdout = capsys.readouterr().out
+    assert "spiking CNN" in stdout and "== fused LIF:" in stdout
+    summary = _summary(out)
+    assert summary["config"]["model"] == "conv"
+    assert [r["model"] for r in summary["results"].values()] == ["conv", "conv"]
+    assert summary["speedup"]["training_step"] > 0
+    fused, reference = (summary["results"][k] for k in ("fused", "reference"))
+    # The same weights, data and batch order: the same losses, to rounding.
+    np.testing.assert_allclose(fused["history"]["loss"], reference["history"]["loss"], rtol=1e-4)
+    assert 0 < fused["hidden_spike_density"] < 1
+
+
+def test_model_conv_refuses_dfa_saying_why(digits_npz, tmp_path, capsys):
+    assert cli.main(_tiny(digits_npz, tmp_path / "out", "--model", "conv",
+                          "--training", "dfa")) == 2
+    assert "--model conv trains by backprop only" in capsys.readouterr().err
+
+
+def test_model_recurrent_trains_beside_its_feedforward_twin(digits_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--model", "recurrent", "--verbose", "0",
+                          "--hidden-units", "16")) == 0
+    stdout = capsys.readouterr().out
+    assert "rows as time steps, T=28" in stdout and "LIFLayer, no recurrence" in stdout
+    summary = _summary(out)
+    results = summary["results"]
+    assert list(results) == ["fused", "feedforward"]
+    assert [r["model"] for r in results.values()] == ["recurrent", "feedforward"]
+    assert results["fused"]["input_spike_density"] is None  # pixel rows are not spikes
+    assert summary["config"]["model"] == "recurrent"
+
+
+def test_model_recurrent_refuses_spike_input_on(digits_npz, tmp_path, capsys):
+    assert cli.main(_tiny(digits_npz, tmp_path / "out", "--model", "recurrent",
+                          "--spike-input", "on")) == 2
+    assert "pixel rows, not spikes" in capsys.readouterr().err
+
+
+def test_runs_per_model():
+    from fused_lif import experiment
+
+    def config(**kw):
+        return types.SimpleNamespace(**dict(dict(compare=False, implementation="fused",
+                                                 training="backprop", model="mlp"), **kw))
+
+    assert experiment.runs(config()) == {"fused": ("fused", "backprop", "mlp")}
+    assert experiment.runs(config(model="recurrent", compare=True, training="both")) == {
+        "fused": ("fused", "backprop", "recurrent"),
+        "reference": ("reference", "backprop", "recurrent"),
+        "feedforward": ("fused", "backprop", "feedforward"),
+        "fused dfa": ("fused", "dfa", "recurrent"),
+        "reference dfa": ("reference", "dfa", "recurrent"),
+        "feedforward dfa": ("fused", "dfa", "feedforward"),
+    }

@@ -92,6 +92,13 @@ def build_parser():
             "spike-count cross-entropy, with a validation split; then evaluated on held-out "
             "test digits. Writes training curves, a spike raster and summary.json to --out."),
         epilog=SLOW_START_NOTE)
+    train.add_argument("--model", choices=("mlp", "conv", "recurrent"), default="mlp",
+                       help="mlp (default): the seed's 784-128-10 LIF network; conv: a spiking "
+                            "CNN (TimeFolded Conv2D, LIF, max pooling, twice; a LIFLayer "
+                            "readout) on the same spike trains; recurrent: row-sequential "
+                            "digits (28 steps of 28-pixel rows) into a recurrent LIF hidden "
+                            "layer and a LIF readout, trained beside the same network "
+                            "without recurrence ('feedforward')")
     train.add_argument("--implementation", choices=("fused", "reference"), default="fused",
                        help="LIFLayer implementation to train (default: fused)")
     train.add_argument("--compare", action="store_true",
@@ -238,10 +245,12 @@ def _figure_class():
     return Figure
 
 
-def _data_line(data, args):
+def _data_line(data, args, experiment):
+    coding = ("rows as time steps, T=28" if args.model == "recurrent" else
+              f"rate coding T={args.time_steps}, max_rate={args.max_rate}")
     return (f"MNIST from {data.source}: {data.n_train} training / {data.n_validation} "
-            f"validation / {data.n_test} test digits; rate coding T={args.time_steps}, "
-            f"max_rate={args.max_rate}; {data.input_dim}-{args.hidden_units}-10 LIF network")
+            f"validation / {data.n_test} test digits; {coding}; "
+            + experiment.MODELS[args.model].format(hidden=args.hidden_units))
 
 
 def learning_rates(args):
@@ -265,16 +274,19 @@ def _rate_words(args, training):
 def _train_all(experiment, runs, data, args):
     """Trains each run from the same initial weights; prints a heading before
     each. Returns ({name: model}, {name: result})."""
-    weights = experiment.initial_weights(args, data.input_dim)
-    print(_data_line(data, args), flush=True)
+    weights = {model: experiment.initial_weights(args, data.input_dim, model)
+               for model in dict.fromkeys(model for _, _, model in runs.values())}
+    print(_data_line(data, args, experiment), flush=True)
     models, results = {}, {}
-    for name, (implementation, training) in runs.items():
+    for name, (implementation, training, model) in runs.items():
         epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
         rule = "" if training == "backprop" else ", trained by DFA"
-        print(f"\n== {implementation} LIFLayer{rule}: {epochs}, batch {args.batch_size}, "
+        what = {"mlp": "LIFLayer", "conv": "LIF", "recurrent": "recurrent LIFLayer",
+                experiment.FEEDFORWARD: "LIFLayer, no recurrence"}[model]
+        print(f"\n== {implementation} {what}{rule}: {epochs}, batch {args.batch_size}, "
               f"{_rate_words(args, training)}", flush=True)
-        models[name], results[name] = experiment.train_one(implementation, training, weights,
-                                                           data, args)
+        models[name], results[name] = experiment.train_one(implementation, training,
+                                                           weights[model], data, args, model)
     return models, results
 
 
@@ -323,8 +335,17 @@ def _train_command(args):
 
     wall_start = time.perf_counter()
     args.learning_rates = learning_rates(args)
+    if args.model == "conv" and args.training != "backprop":
+        _err("fused-lif train: --model conv trains by backprop only: DFA (fused_lif.DFAModel) "
+             "updates LIFLayers alone, and the CNN's convolutions would never learn. Use "
+             "--training backprop (the default), or --model mlp or recurrent for DFA.")
+        return 2
+    if args.model == "recurrent" and args.spike_input == "on":
+        _err("fused-lif train: --model recurrent feeds pixel rows, not spikes, so "
+             "--spike-input on cannot apply (it needs binary input); use off or auto.")
+        return 2
     runs = experiment.runs(args)
-    if any(impl == "fused" for impl, _ in runs.values()) and not _fused_library_loads():
+    if any(impl == "fused" for impl, _, _ in runs.values()) and not _fused_library_loads():
         return 1
     Figure = _figure_class()
     try:

@@ -16,7 +16,7 @@ TRAINING_RULES = ("backprop", "dfa")
 
 def create_snn_model(input_dim, hidden_units, output_units, time_steps, implementation="auto",
                      tau=20.0, threshold=1.0, training="backprop", feedback_initializer=None,
-                     **layer_kwargs):
+                     recurrent=False, **layer_kwargs):
     """The seed's 2-layer dense SNN: [batch, time_steps, input_dim] -> spikes
     [batch, time_steps, output_units]. `implementation` and `layer_kwargs` go
     to both LIFLayers: e.g. `spike_input=True` (or "auto") computes both
@@ -27,6 +27,7 @@ def create_snn_model(input_dim, hidden_units, output_units, time_steps, implemen
     `fused_lif.DFAModel` whose hidden layer is a DFA hidden layer
     (use_dfa=True, output_units=output_units, its `feedback` drawn by
     `feedback_initializer`) and whose output layer has is_output_layer=True.
+    recurrent: the hidden layer is a LIFLayer(recurrent=True).
     """
     if training not in TRAINING_RULES:
         raise ValueError(f"training must be one of {TRAINING_RULES}, got {training!r}")
@@ -36,7 +37,8 @@ def create_snn_model(input_dim, hidden_units, output_units, time_steps, implemen
     output_dfa = dict(is_output_layer=True) if dfa else {}
     inputs = keras.Input(shape=(time_steps, input_dim), name="input")
     hidden = LIFLayer(units=hidden_units, tau=tau, threshold=threshold,
-                      implementation=implementation, name="hidden_layer", **hidden_dfa,
+                      implementation=implementation, name="hidden_layer", recurrent=recurrent,
+                      **hidden_dfa,
                       **layer_kwargs)(inputs)
     outputs = LIFLayer(units=output_units, tau=tau, threshold=threshold,
                        implementation=implementation, name="output_layer", **output_dfa,
