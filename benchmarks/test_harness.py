@@ -290,8 +290,8 @@ def test_ratio_table_from_benchmark_json():
     assert found[("training step: DFA / backprop (info)", "seed")]["verdict"] == "-"
     bandwidth = found[("LIF op fwd+bwd: bandwidth / copy bandwidth", "medium")]
     assert bandwidth["measured"] == pytest.approx(0.8) and bandwidth["verdict"] == "MISSED"
-    memory = found[("peak host memory, one layer step: fused / reference", "64x500x700x512")]
-    assert memory["measured"] == pytest.approx(0.15) and memory["verdict"] == "met"
+    peak = found[("peak host memory, one layer step: fused / reference", "64x500x700x512")]
+    assert peak["measured"] == pytest.approx(0.15) and peak["verdict"] == "met"
     fit = found[("seed notebook model.fit epoch: fused / without the scan", "seed")]
     assert fit["measured"] == pytest.approx(1.2) and fit["verdict"] == "MISSED"
     fit_speedup = found[("seed notebook model.fit epoch: reference / fused (info)", "seed")]

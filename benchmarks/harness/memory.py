@@ -18,7 +18,8 @@ BENCHMARKS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMORY_SHAPE = (64, 500, 700, 512)
 
 
-def _read_status_kib(field):
+def read_status_kib(field):
+    """A field of /proc/self/status in KiB (VmRSS, VmHWM, ...); None if absent."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -71,11 +72,11 @@ def _memory_probe(implementation, batch, time_steps, inputs, units, seed=0):
     # The first step is measured: TensorFlow's allocator keeps what it freed,
     # so a second step would mostly reuse the first one's memory.
     reset = _reset_peak_rss()
-    rss_before = _read_status_kib("VmRSS")
+    rss_before = read_status_kib("VmRSS")
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     loss, spike_count, grad_norms = step(x)
     if reset:
-        peak, method = _read_status_kib("VmHWM"), "VmHWM (reset by /proc/self/clear_refs)"
+        peak, method = read_status_kib("VmHWM"), "VmHWM (reset by /proc/self/clear_refs)"
     else:  # ru_maxrss never resets: valid only if the step is the process's peak
         peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
         if peak <= maxrss_before:
