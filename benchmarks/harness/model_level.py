@@ -81,12 +81,13 @@ def _no_scan_model(shape):
     from fused_lif.layer import LIFLayer
 
     class NoScanLayer(LIFLayer):
-        """LIFLayer's weights, paths and build; its projection is written again
-        here on purpose. The layer's own `x @ w` has a plain matmul gradient,
-        whose dX TensorFlow may hand to the layer below before dW is done; in
-        the fused step the scan's backward sits between them. The bound must
-        keep that order (`_no_scan_matmul`), or it would run GEMMs at once
-        that the fused step cannot, and be no bound."""
+        """LIFLayer's weights, paths and build, with its projection written
+        again here on purpose: the bound must run nothing at once that the
+        fused step runs one after the other. The layer's own `x @ w` has a
+        plain matmul gradient, which lets TensorFlow start the layer below's
+        dW as soon as this layer's dX is done, while this layer's dW still
+        runs; in the fused step the layer below's scan backward sits between
+        them. `_no_scan_matmul` hands dX down only once dW is done."""
 
         def call(self, inputs, training=None):
             x = tf.convert_to_tensor(inputs)
