@@ -24,7 +24,7 @@ from .models import create_snn_model
 from .ops import lif_scan
 from .spikes import spike_density, spike_matmul
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Register the ops with TensorFlow now, so that graphs that use them (a
 # SavedModel, a .keras file) load after a plain `import fused_lif`. A library
