@@ -102,9 +102,9 @@ NETWORK_SEMANTICS = {
         "flattening order to torch's (c, h, w). snnTorch's convolutions and poolings run on "
         "[batch·time, C, H, W] (time folded into the batch, as fused-lif's TimeFolded and "
         "SpikingJelly's multi-step layers), its Leaky neurons in a loop over time.",
-        "The convolutions are oneDNN's in both libraries but with other algorithms, so the "
-        "currents equal fused-lif's to float rounding: a few spikes flip, and a flip in "
-        "the first layer moves the layers after it.",
+        "The convolutions are torch's too: like the GEMMs, equal to fused-lif's to float "
+        "rounding, so a spike can flip, and a flip in the first layer moves the layers "
+        "after it.",
     ],
     "recurrent": [],
 }

@@ -182,6 +182,42 @@ def test_recurrent_benchmark_prepares_what_runs_here():
         assert np.isfinite(training_step(model)(x, y).numpy())
 
 
+@pytest.fixture
+def stand_in_for_the_fused_recurrent_op(monkeypatch):
+    """Where the fused recurrent op is not built yet: `fused_lif.recurrent`
+    with the reference's recurrent_lif_scan in its place, so that the
+    benchmarks' fused-recurrent wiring (models, checks, columns) is tested
+    before the op lands. Where it is built, the tests that use this skip:
+    the real op runs in the tests above."""
+    import sys
+    import types
+
+    if FUSED_RECURRENT is not None:
+        pytest.skip("the fused recurrent op is built: the other tests run it")
+    stand_in = types.ModuleType("fused_lif.recurrent")
+    stand_in.recurrent_lif_scan = fused_lif.reference.recurrent_lif_scan
+    monkeypatch.setitem(sys.modules, "fused_lif.recurrent", stand_in)
+    monkeypatch.setattr(fused_lif, "recurrent", stand_in, raising=False)
+
+
+@needs_fused
+def test_fused_recurrent_columns_are_wired(stand_in_for_the_fused_recurrent_op):
+    import peers_cases
+
+    scan, why_not = recurrent_level.fused_recurrent_scan()
+    assert scan is fused_lif.reference.recurrent_lif_scan and why_not is None
+    models, (x, y), info = test_bench_recurrent.prepare(TINY_RECURRENT)
+    assert list(models) == list(recurrent_level.RECURRENT_IMPLEMENTATIONS)
+    assert info["fused-recurrent"]["spikes_equal"]
+    assert not any("fused_recurrent_unavailable" in i for i in info.values())
+    inputs = recurrent_level.density_inputs((2, 30, 16), 0.2)
+    fn, args = density_bench.sweep_case("fused-recurrent", inputs)
+    density_bench.check_result("fused-recurrent", fn(*args), inputs)
+    case = peers_cases.recurrent_case(TINY_RECURRENT)
+    assert list(case.steps) == [peers_cases.MAIN, peers_cases.FEED_FORWARD,
+                                peers_cases.REFERENCE] and case.notes == []
+
+
 # -------------------------------------------------------- density sweep ---
 
 @pytest.mark.parametrize("density", [0.02, 0.4])
