@@ -23,7 +23,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "lif_cpu.h"  // FUSED_LIF_CPU_DISPATCH, FUSED_LIF_INLINE
+#include "cpu_common.h"  // FUSED_LIF_CPU_DISPATCH, FUSED_LIF_INLINE, ceil_div
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
 #include <immintrin.h>
 #endif
@@ -57,7 +57,6 @@ struct SpikeMatmulArgs {
   int32_t* block_rows = nullptr;
 };
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t spike_row_blocks(int64_t rows) { return ceil_div(rows, kSpikeRowBlock); }
 inline int64_t spike_column_tiles(int64_t outputs) { return ceil_div(outputs, kSpikeColumnTile); }
 
