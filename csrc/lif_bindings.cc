@@ -173,34 +173,38 @@ void check_cuda(const fused_lif::LifCudaStatus& status, const char* what, int64_
 #endif
 }
 
+// One launch of `shape` on the calling CPU thread: thread_work(block,
+// thread, threads per block) for every block, thread by thread (a kernel's
+// threads are independent). For any kernel family's emulated launches.
+template <typename F>
+void emulate_grid(fused_lif::LaunchShape shape, F&& thread_work) {
+  for (int64_t block = 0; block < shape.blocks; ++block) {
+    for (unsigned thread = 0; thread < shape.threads; ++thread) {
+      thread_work(static_cast<unsigned>(block), thread, shape.threads);
+    }
+  }
+}
+
 // The Launch of lif_cuda_threads.h's sequences that runs each launch's
 // threads on the calling CPU thread, block by block, thread by thread (the
 // kernels' threads are independent; the sum tree runs level by level, as
 // its __syncthreads() orders it on the GPU).
 struct EmulatedLaunch {
-  template <typename F>
-  static void grid(fused_lif::LaunchShape shape, F&& thread_work) {
-    for (int64_t block = 0; block < shape.blocks; ++block) {
-      for (unsigned thread = 0; thread < shape.threads; ++thread) {
-        thread_work(static_cast<unsigned>(block), thread, shape.threads);
-      }
-    }
-  }
   template <typename T, Reset R>
   fused_lif::LifCudaStatus forward(const fused_lif::LifForwardArgs& a, fused_lif::LaunchShape s) {
-    grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::lif_forward_thread<T, R>(a, b, t, n); });
+    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::lif_forward_thread<T, R>(a, b, t, n); });
     return {};
   }
   template <typename T, Surrogate S, Reset R, bool ParamGrads, bool DetachReset>
   fused_lif::LifCudaStatus backward(const fused_lif::LifBackwardArgs& a, fused_lif::LaunchShape s) {
-    grid(s, [&](unsigned b, unsigned t, unsigned n) {
+    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) {
       fused_lif::lif_backward_thread<T, S, R, ParamGrads, DetachReset>(a, b, t, n);
     });
     return {};
   }
   template <typename P>
   fused_lif::LifCudaStatus sum_over_batch(const fused_lif::SumArgs<P>& sum, fused_lif::LaunchShape s) {
-    grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::sum_over_batch_thread(sum, b, t, n); });
+    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::sum_over_batch_thread(sum, b, t, n); });
     return {};
   }
   template <typename P>
@@ -219,6 +223,65 @@ struct EmulatedLaunch {
     std::fill(p, p + count, 0.0f);
     return {};
   }
+};
+
+// Runs one kernel of a family on `on`, with the GIL released and subnormals
+// flushed: kernels.cpu() (the CPU loops), kernels.emulated() (the CUDA
+// threads' functions on the CPU) or kernels.cuda() (on the GPU, from and to
+// host memory; declared only in CUDA builds). A CUDA failure is raised as
+// RuntimeError naming `what` and its [batch, time, neurons] shape. Each
+// kernel family writes a small struct with those three members and calls
+// this, rather than switching on the device itself.
+template <typename Kernels>
+void run_on(Device on, const Kernels& kernels, const char* what, int64_t batch, int64_t time,
+            int64_t neurons) {
+  fused_lif::LifCudaStatus status;
+  {
+    py::gil_scoped_release release;
+    ScopedFlushDenormal flush;
+    switch (on) {
+      case Device::kCpu:
+        kernels.cpu();
+        break;
+      case Device::kEmulated:
+        status = kernels.emulated();
+        break;
+      case Device::kCuda:
+#if FUSED_LIF_WITH_CUDA
+        status = kernels.cuda();
+#endif
+        break;
+    }
+  }
+  check_cuda(status, what, batch, time, neurons);
+}
+
+// The LIF scans, for run_on.
+struct LifForwardKernels {
+  const fused_lif::LifForwardArgs& a;
+  void cpu() const {
+    const fused_lif::LifCpuTiling tiling = fused_lif::lif_cpu_tiling(a);
+    fused_lif::lif_forward_cpu<float>(a, tiling, 0, tiling.count);
+  }
+  fused_lif::LifCudaStatus emulated() const {
+    EmulatedLaunch launch;
+    return fused_lif::lif_forward_launches<float>(a, launch);
+  }
+#if FUSED_LIF_WITH_CUDA
+  fused_lif::LifCudaStatus cuda() const { return fused_lif::lif_forward_cuda_from_host(a); }
+#endif
+};
+
+struct LifBackwardKernels {
+  const fused_lif::LifBackwardArgs& a;
+  void cpu() const { fused_lif::lif_backward_all_cpu<float>(a); }
+  fused_lif::LifCudaStatus emulated() const {
+    EmulatedLaunch launch;
+    return fused_lif::lif_backward_launches<float>(a, launch);
+  }
+#if FUSED_LIF_WITH_CUDA
+  fused_lif::LifCudaStatus cuda() const { return fused_lif::lif_backward_cuda_from_host(a); }
+#endif
 };
 
 // A parameter's gradient: shaped like the parameter ([] or [neurons]).
@@ -257,23 +320,9 @@ py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_o
   a.spikes = spikes.mutable_data();
   a.pre_reset_membrane = pre_reset.mutable_data();
   a.final_membrane = final_membrane.mutable_data();
-  fused_lif::LifCudaStatus status;
   if (a.batch * a.neurons > 0) {
-    py::gil_scoped_release release;
-    ScopedFlushDenormal flush;
-    if (on == Device::kCpu) {
-      const fused_lif::LifCpuTiling tiling = fused_lif::lif_cpu_tiling(a);
-      fused_lif::lif_forward_cpu<float>(a, tiling, 0, tiling.count);
-    } else if (on == Device::kEmulated) {
-      EmulatedLaunch launch;
-      status = fused_lif::lif_forward_launches<float>(a, launch);
-    } else {
-#if FUSED_LIF_WITH_CUDA
-      status = fused_lif::lif_forward_cuda_from_host(a);
-#endif
-    }
+    run_on(on, LifForwardKernels{a}, "currents", a.batch, a.time, a.neurons);
   }
-  check_cuda(status, "currents", a.batch, a.time, a.neurons);
   return forward_result_type(spikes, pre_reset, final_membrane);
 }
 
@@ -325,22 +374,7 @@ py::object lif_backward(const py::handle& grad_obj, const py::handle& pre_reset_
   a.grad_decay = grad_decay.data();
   a.grad_threshold = grad_threshold.data();
   a.scratch = scratch.data();
-  fused_lif::LifCudaStatus status;
-  {
-    py::gil_scoped_release release;
-    ScopedFlushDenormal flush;
-    if (on == Device::kCpu) {
-      fused_lif::lif_backward_all_cpu<float>(a);
-    } else if (on == Device::kEmulated) {
-      EmulatedLaunch launch;
-      status = fused_lif::lif_backward_launches<float>(a, launch);
-    } else {
-#if FUSED_LIF_WITH_CUDA
-      status = fused_lif::lif_backward_cuda_from_host(a);
-#endif
-    }
-  }
-  check_cuda(status, "pre_reset_membrane", a.batch, a.time, a.neurons);
+  run_on(on, LifBackwardKernels{a}, "pre_reset_membrane", a.batch, a.time, a.neurons);
   return backward_result_type(grad_currents, like_param(grad_bias, bias.stride),
                               like_param(grad_decay, decay.stride),
                               like_param(grad_threshold, threshold.stride), grad_initial);
