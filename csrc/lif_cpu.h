@@ -27,8 +27,8 @@ namespace fused_lif {
 
 // Neurons per tile. The forward streams whole rows (time-major within a batch
 // row, so reads and writes are sequential); the backward, with four
-// accumulators per neuron, is fastest on L1-sized tiles (measured on Zen 4:
-// 2x and 1.2x over one size for both).
+// accumulators per neuron, is faster on L1-sized tiles. benchmarks/README.md
+// ("Where the time goes") has the scans' timings and the tile widths tried.
 constexpr int64_t kForwardBlock = 2048;
 constexpr int64_t kBackwardBlock = 256;
 
@@ -51,8 +51,8 @@ constexpr int64_t kTilesPerThread = 4;
 // kTilesPerThread tiles per thread) the width is halved, down to
 // kMinTileWidth. Halving no further than that keeps each tile's rows long:
 // a row of a narrow tile is a short run of memory, N floats from the next,
-// which streams slower than whole rows (measured at (1, 1000, 2048) on 2
-// threads: 1.68x over 1 thread with 1024-wide tiles, 1.33x with 256-wide).
+// which streams slower than whole rows (benchmarks/README.md, "Where the
+// time goes", has the small-batch splits measured).
 template <int64_t Block>
 inline LifCpuTiling tiling_for(int64_t batch, int64_t neurons, int64_t threads) {
   static_assert(Block >= kMinTileWidth && Block % kMinTileWidth == 0 &&
