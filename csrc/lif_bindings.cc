@@ -3,8 +3,9 @@
 // device="cuda") can check them against numpy. Same loops, same math header,
 // and the op's inputs and outputs under the op's names. device="emulated"
 // runs the CUDA kernels' per-thread functions (lif_cuda_threads.h) on the CPU,
-// over every block and thread of the launches a GPU would get.
-//
+// over every block and thread of the launches a GPU would get. The argument
+// checks and the device switch (run_on) are bindings_helpers.h's, for every
+// kernel family.
 //
 //   lif_forward(currents, decay, threshold, *, bias, initial_membrane, reset, device)
 //     -> LifForwardResult(spikes, pre_reset_membrane, final_membrane)
@@ -18,12 +19,9 @@
 
 #include <algorithm>
 #include <string>
-#if defined(__SSE__) || defined(__x86_64__)
-#include <xmmintrin.h>
-#endif
-#include <utility>
 #include <vector>
 
+#include "bindings_helpers.h"
 #include "lif_cpu.h"
 #include "lif_cuda_threads.h"
 #include "lif_kernels.h"
@@ -35,155 +33,12 @@
 namespace py = pybind11;
 using fused_lif::Reset;
 using fused_lif::Surrogate;
-using Array = py::array_t<float, py::array::c_style>;
+using namespace fused_lif::bindings;  // Array, the argument checks, run_on
 
 namespace {
 
-// Subnormal floats flushed to zero (FTZ) and read as zero (DAZ) while the CPU
-// and emulated kernels run, as TensorFlow runs its CPU kernels and as the
-// CUDA kernels are compiled (--ftz=true): the same floats on every device.
-class ScopedFlushDenormal {
- public:
-#if defined(__SSE__) || defined(__x86_64__)
-  ScopedFlushDenormal() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
-  ~ScopedFlushDenormal() { _mm_setcsr(saved_); }
-
- private:
-  unsigned saved_;
-#endif
-};
-
 // The result types (collections.namedtuple), made when the module loads.
 py::handle forward_result_type, backward_result_type;
-
-// float32 arrays only: a silent float64 -> float32 cast would hide bugs.
-Array as_float32(const py::handle& obj, const char* name) {
-  if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(std::string(name) + " must be a numpy array of float32");
-  }
-  auto arr = py::reinterpret_borrow<py::array>(obj);
-  if (!arr.dtype().is(py::dtype::of<float>())) {
-    throw py::type_error(std::string(name) + " must be float32, got " +
-                         py::str(arr.dtype()).cast<std::string>());
-  }
-  return Array::ensure(arr);  // C-contiguous (copies strided views)
-}
-
-std::string shape_string(const Array& a) {
-  std::string out = "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) out += (d ? ", " : "") + std::to_string(a.shape(d));
-  return out + (a.ndim() == 1 ? ",)" : ")");
-}
-
-void check_rank3(const Array& a, const char* name) {
-  if (a.ndim() != 3) {
-    throw py::value_error(std::string(name) + " must have rank 3 [batch, time, neurons], got shape " +
-                          shape_string(a));
-  }
-}
-
-// A [batch, neurons] state (initial_membrane, grad_final_membrane): zeros if None.
-Array to_state(const py::handle& obj, const char* name, int64_t batch, int64_t neurons) {
-  if (obj.is_none()) {
-    Array a({batch, neurons});
-    std::fill(a.mutable_data(), a.mutable_data() + a.size(), 0.0f);
-    return a;
-  }
-  Array a = as_float32(obj, name);
-  if (a.ndim() != 2 || a.shape(0) != batch || a.shape(1) != neurons) {
-    throw py::value_error(std::string(name) + " must have shape [batch, neurons] = [" +
-                          std::to_string(batch) + ", " + std::to_string(neurons) + "], got shape " +
-                          shape_string(a));
-  }
-  return a;
-}
-
-// A per-neuron parameter (bias, decay, threshold): a Python number (one value
-// for all neurons, rounded to float32 as TensorFlow converts it), or a
-// float32 array, [] or [neurons].
-struct Param {
-  std::vector<float> values;
-  int64_t stride = 0;
-};
-
-Param to_param(const py::handle& obj, const char* name, int64_t neurons) {
-  Param p;
-  if ((py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) &&
-      !py::isinstance<py::bool_>(obj)) {
-    p.values.push_back(static_cast<float>(obj.cast<double>()));
-    return p;
-  }
-  Array a = as_float32(obj, name);
-  if (a.ndim() == 0) {
-    p.values.push_back(*a.data());
-    return p;
-  }
-  if (a.ndim() != 1 || a.shape(0) != neurons) {
-    throw py::value_error(std::string(name) + " must be a number or a float32 array [neurons] = [" +
-                          std::to_string(neurons) + "], got shape " + shape_string(a));
-  }
-  p.values.assign(a.data(), a.data() + neurons);
-  p.stride = 1;
-  return p;
-}
-
-// decay and threshold, with the op's value checks.
-std::pair<Param, Param> to_decay_threshold(const py::handle& decay, const py::handle& threshold,
-                                           int64_t neurons) {
-  Param d = to_param(decay, "decay (1 - 1/tau)", neurons);
-  Param th = to_param(threshold, "threshold", neurons);
-  const std::string error = fused_lif::check_param_values(
-      d.values.data(), static_cast<int64_t>(d.values.size()), th.values.data(),
-      static_cast<int64_t>(th.values.size()));
-  if (!error.empty()) throw py::value_error(error);
-  return {std::move(d), std::move(th)};
-}
-
-template <typename E, size_t K>
-E to_option(const std::string& name, const char* option,
-            const fused_lif::OptionName<E> (&table)[K]) {
-  E value{};
-  if (!fused_lif::parse_option(name, table, &value)) {
-    throw py::value_error(fused_lif::unknown_option(option, name, table));
-  }
-  return value;
-}
-
-enum class Device { kCpu, kCuda, kEmulated };
-
-Device to_device(const std::string& device) {
-  if (device == "cpu") return Device::kCpu;
-  if (device == "emulated") return Device::kEmulated;
-  if (device != "cuda") {
-    throw py::value_error("device must be 'cpu', 'cuda' or 'emulated', got '" + device + "'");
-  }
-#if !FUSED_LIF_WITH_CUDA
-  throw py::value_error("device='cuda': this build of fused_lif.kernels has no CUDA kernels "
-                        "(rebuild with -Ccmake.define.FUSED_LIF_CUDA=ON)");
-#endif
-  return Device::kCuda;
-}
-
-void check_cuda(const fused_lif::LifCudaStatus& status, const char* what, int64_t batch,
-                int64_t time, int64_t neurons) {
-#if FUSED_LIF_WITH_CUDA
-  if (!status.ok()) {
-    throw std::runtime_error(fused_lif::describe_cuda_failure(status, what, batch, time, neurons));
-  }
-#endif
-}
-
-// One launch of `shape` on the calling CPU thread: thread_work(block,
-// thread, threads per block) for every block, thread by thread (a kernel's
-// threads are independent). For any kernel family's emulated launches.
-template <typename F>
-void emulate_grid(fused_lif::LaunchShape shape, F&& thread_work) {
-  for (int64_t block = 0; block < shape.blocks; ++block) {
-    for (unsigned thread = 0; thread < shape.threads; ++thread) {
-      thread_work(static_cast<unsigned>(block), thread, shape.threads);
-    }
-  }
-}
 
 // The Launch of lif_cuda_threads.h's sequences that runs each launch's
 // threads on the calling CPU thread, block by block, thread by thread (the
@@ -225,37 +80,6 @@ struct EmulatedLaunch {
   }
 };
 
-// Runs one kernel of a family on `on`, with the GIL released and subnormals
-// flushed: kernels.cpu() (the CPU loops), kernels.emulated() (the CUDA
-// threads' functions on the CPU) or kernels.cuda() (on the GPU, from and to
-// host memory; declared only in CUDA builds). A CUDA failure is raised as
-// RuntimeError naming `what` and its [batch, time, neurons] shape. Each
-// kernel family writes a small struct with those three members and calls
-// this, rather than switching on the device itself.
-template <typename Kernels>
-void run_on(Device on, const Kernels& kernels, const char* what, int64_t batch, int64_t time,
-            int64_t neurons) {
-  fused_lif::LifCudaStatus status;
-  {
-    py::gil_scoped_release release;
-    ScopedFlushDenormal flush;
-    switch (on) {
-      case Device::kCpu:
-        kernels.cpu();
-        break;
-      case Device::kEmulated:
-        status = kernels.emulated();
-        break;
-      case Device::kCuda:
-#if FUSED_LIF_WITH_CUDA
-        status = kernels.cuda();
-#endif
-        break;
-    }
-  }
-  check_cuda(status, what, batch, time, neurons);
-}
-
 // The LIF scans, for run_on.
 struct LifForwardKernels {
   const fused_lif::LifForwardArgs& a;
@@ -283,14 +107,6 @@ struct LifBackwardKernels {
   fused_lif::LifCudaStatus cuda() const { return fused_lif::lif_backward_cuda_from_host(a); }
 #endif
 };
-
-// A parameter's gradient: shaped like the parameter ([] or [neurons]).
-Array like_param(const std::vector<float>& values, int64_t stride) {
-  Array out(stride ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(values.size())}
-                   : std::vector<py::ssize_t>{});
-  std::copy(values.begin(), values.end(), out.mutable_data());
-  return out;
-}
 
 py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_obj,
                        const py::handle& threshold_obj, const py::handle& bias_obj,
