@@ -3,8 +3,9 @@
 // device="cuda") can check them against numpy. Same loops, same math header,
 // and the op's inputs and outputs under the op's names. device="emulated"
 // runs the CUDA kernels' per-thread functions (lif_cuda_threads.h) on the CPU,
-// over every block and thread of the launches a GPU would get.
-//
+// over every block and thread of the launches a GPU would get. The argument
+// checks and the device switch (run_on) are bindings_helpers.h's, for every
+// kernel family.
 //
 //   lif_forward(currents, decay, threshold, *, bias, initial_membrane, reset, device)
 //     -> LifForwardResult(spikes, pre_reset_membrane, final_membrane)
@@ -18,12 +19,9 @@
 
 #include <algorithm>
 #include <string>
-#if defined(__SSE__) || defined(__x86_64__)
-#include <xmmintrin.h>
-#endif
-#include <utility>
 #include <vector>
 
+#include "bindings_helpers.h"
 #include "lif_cpu.h"
 #include "lif_cuda_threads.h"
 #include "lif_kernels.h"
@@ -35,172 +33,33 @@
 namespace py = pybind11;
 using fused_lif::Reset;
 using fused_lif::Surrogate;
-using Array = py::array_t<float, py::array::c_style>;
+using namespace fused_lif::bindings;  // Array, the argument checks, run_on
 
 namespace {
 
-// Subnormal floats flushed to zero (FTZ) and read as zero (DAZ) while the CPU
-// and emulated kernels run, as TensorFlow runs its CPU kernels and as the
-// CUDA kernels are compiled (--ftz=true): the same floats on every device.
-class ScopedFlushDenormal {
- public:
-#if defined(__SSE__) || defined(__x86_64__)
-  ScopedFlushDenormal() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
-  ~ScopedFlushDenormal() { _mm_setcsr(saved_); }
-
- private:
-  unsigned saved_;
-#endif
-};
-
 // The result types (collections.namedtuple), made when the module loads.
 py::handle forward_result_type, backward_result_type;
-
-// float32 arrays only: a silent float64 -> float32 cast would hide bugs.
-Array as_float32(const py::handle& obj, const char* name) {
-  if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(std::string(name) + " must be a numpy array of float32");
-  }
-  auto arr = py::reinterpret_borrow<py::array>(obj);
-  if (!arr.dtype().is(py::dtype::of<float>())) {
-    throw py::type_error(std::string(name) + " must be float32, got " +
-                         py::str(arr.dtype()).cast<std::string>());
-  }
-  return Array::ensure(arr);  // C-contiguous (copies strided views)
-}
-
-std::string shape_string(const Array& a) {
-  std::string out = "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) out += (d ? ", " : "") + std::to_string(a.shape(d));
-  return out + (a.ndim() == 1 ? ",)" : ")");
-}
-
-void check_rank3(const Array& a, const char* name) {
-  if (a.ndim() != 3) {
-    throw py::value_error(std::string(name) + " must have rank 3 [batch, time, neurons], got shape " +
-                          shape_string(a));
-  }
-}
-
-// A [batch, neurons] state (initial_membrane, grad_final_membrane): zeros if None.
-Array to_state(const py::handle& obj, const char* name, int64_t batch, int64_t neurons) {
-  if (obj.is_none()) {
-    Array a({batch, neurons});
-    std::fill(a.mutable_data(), a.mutable_data() + a.size(), 0.0f);
-    return a;
-  }
-  Array a = as_float32(obj, name);
-  if (a.ndim() != 2 || a.shape(0) != batch || a.shape(1) != neurons) {
-    throw py::value_error(std::string(name) + " must have shape [batch, neurons] = [" +
-                          std::to_string(batch) + ", " + std::to_string(neurons) + "], got shape " +
-                          shape_string(a));
-  }
-  return a;
-}
-
-// A per-neuron parameter (bias, decay, threshold): a Python number (one value
-// for all neurons, rounded to float32 as TensorFlow converts it), or a
-// float32 array, [] or [neurons].
-struct Param {
-  std::vector<float> values;
-  int64_t stride = 0;
-};
-
-Param to_param(const py::handle& obj, const char* name, int64_t neurons) {
-  Param p;
-  if ((py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) &&
-      !py::isinstance<py::bool_>(obj)) {
-    p.values.push_back(static_cast<float>(obj.cast<double>()));
-    return p;
-  }
-  Array a = as_float32(obj, name);
-  if (a.ndim() == 0) {
-    p.values.push_back(*a.data());
-    return p;
-  }
-  if (a.ndim() != 1 || a.shape(0) != neurons) {
-    throw py::value_error(std::string(name) + " must be a number or a float32 array [neurons] = [" +
-                          std::to_string(neurons) + "], got shape " + shape_string(a));
-  }
-  p.values.assign(a.data(), a.data() + neurons);
-  p.stride = 1;
-  return p;
-}
-
-// decay and threshold, with the op's value checks.
-std::pair<Param, Param> to_decay_threshold(const py::handle& decay, const py::handle& threshold,
-                                           int64_t neurons) {
-  Param d = to_param(decay, "decay (1 - 1/tau)", neurons);
-  Param th = to_param(threshold, "threshold", neurons);
-  const std::string error = fused_lif::check_param_values(
-      d.values.data(), static_cast<int64_t>(d.values.size()), th.values.data(),
-      static_cast<int64_t>(th.values.size()));
-  if (!error.empty()) throw py::value_error(error);
-  return {std::move(d), std::move(th)};
-}
-
-template <typename E, size_t K>
-E to_option(const std::string& name, const char* option,
-            const fused_lif::OptionName<E> (&table)[K]) {
-  E value{};
-  if (!fused_lif::parse_option(name, table, &value)) {
-    throw py::value_error(fused_lif::unknown_option(option, name, table));
-  }
-  return value;
-}
-
-enum class Device { kCpu, kCuda, kEmulated };
-
-Device to_device(const std::string& device) {
-  if (device == "cpu") return Device::kCpu;
-  if (device == "emulated") return Device::kEmulated;
-  if (device != "cuda") {
-    throw py::value_error("device must be 'cpu', 'cuda' or 'emulated', got '" + device + "'");
-  }
-#if !FUSED_LIF_WITH_CUDA
-  throw py::value_error("device='cuda': this build of fused_lif.kernels has no CUDA kernels "
-                        "(rebuild with -Ccmake.define.FUSED_LIF_CUDA=ON)");
-#endif
-  return Device::kCuda;
-}
-
-void check_cuda(const fused_lif::LifCudaStatus& status, const char* what, int64_t batch,
-                int64_t time, int64_t neurons) {
-#if FUSED_LIF_WITH_CUDA
-  if (!status.ok()) {
-    throw std::runtime_error(fused_lif::describe_cuda_failure(status, what, batch, time, neurons));
-  }
-#endif
-}
 
 // The Launch of lif_cuda_threads.h's sequences that runs each launch's
 // threads on the calling CPU thread, block by block, thread by thread (the
 // kernels' threads are independent; the sum tree runs level by level, as
 // its __syncthreads() orders it on the GPU).
 struct EmulatedLaunch {
-  template <typename F>
-  static void grid(fused_lif::LaunchShape shape, F&& thread_work) {
-    for (int64_t block = 0; block < shape.blocks; ++block) {
-      for (unsigned thread = 0; thread < shape.threads; ++thread) {
-        thread_work(static_cast<unsigned>(block), thread, shape.threads);
-      }
-    }
-  }
   template <typename T, Reset R>
   fused_lif::LifCudaStatus forward(const fused_lif::LifForwardArgs& a, fused_lif::LaunchShape s) {
-    grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::lif_forward_thread<T, R>(a, b, t, n); });
+    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::lif_forward_thread<T, R>(a, b, t, n); });
     return {};
   }
   template <typename T, Surrogate S, Reset R, bool ParamGrads, bool DetachReset>
   fused_lif::LifCudaStatus backward(const fused_lif::LifBackwardArgs& a, fused_lif::LaunchShape s) {
-    grid(s, [&](unsigned b, unsigned t, unsigned n) {
+    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) {
       fused_lif::lif_backward_thread<T, S, R, ParamGrads, DetachReset>(a, b, t, n);
     });
     return {};
   }
   template <typename P>
   fused_lif::LifCudaStatus sum_over_batch(const fused_lif::SumArgs<P>& sum, fused_lif::LaunchShape s) {
-    grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::sum_over_batch_thread(sum, b, t, n); });
+    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::sum_over_batch_thread(sum, b, t, n); });
     return {};
   }
   template <typename P>
@@ -221,13 +80,33 @@ struct EmulatedLaunch {
   }
 };
 
-// A parameter's gradient: shaped like the parameter ([] or [neurons]).
-Array like_param(const std::vector<float>& values, int64_t stride) {
-  Array out(stride ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(values.size())}
-                   : std::vector<py::ssize_t>{});
-  std::copy(values.begin(), values.end(), out.mutable_data());
-  return out;
-}
+// The LIF scans, for run_on.
+struct LifForwardKernels {
+  const fused_lif::LifForwardArgs& a;
+  void cpu() const {
+    const fused_lif::LifCpuTiling tiling = fused_lif::lif_cpu_tiling(a);
+    fused_lif::lif_forward_cpu<float>(a, tiling, 0, tiling.count);
+  }
+  fused_lif::LifCudaStatus emulated() const {
+    EmulatedLaunch launch;
+    return fused_lif::lif_forward_launches<float>(a, launch);
+  }
+#if FUSED_LIF_WITH_CUDA
+  fused_lif::LifCudaStatus cuda() const { return fused_lif::lif_forward_cuda_from_host(a); }
+#endif
+};
+
+struct LifBackwardKernels {
+  const fused_lif::LifBackwardArgs& a;
+  void cpu() const { fused_lif::lif_backward_all_cpu<float>(a); }
+  fused_lif::LifCudaStatus emulated() const {
+    EmulatedLaunch launch;
+    return fused_lif::lif_backward_launches<float>(a, launch);
+  }
+#if FUSED_LIF_WITH_CUDA
+  fused_lif::LifCudaStatus cuda() const { return fused_lif::lif_backward_cuda_from_host(a); }
+#endif
+};
 
 py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_obj,
                        const py::handle& threshold_obj, const py::handle& bias_obj,
@@ -257,23 +136,9 @@ py::object lif_forward(const py::handle& currents_obj, const py::handle& decay_o
   a.spikes = spikes.mutable_data();
   a.pre_reset_membrane = pre_reset.mutable_data();
   a.final_membrane = final_membrane.mutable_data();
-  fused_lif::LifCudaStatus status;
   if (a.batch * a.neurons > 0) {
-    py::gil_scoped_release release;
-    ScopedFlushDenormal flush;
-    if (on == Device::kCpu) {
-      const fused_lif::LifCpuTiling tiling = fused_lif::lif_cpu_tiling(a);
-      fused_lif::lif_forward_cpu<float>(a, tiling, 0, tiling.count);
-    } else if (on == Device::kEmulated) {
-      EmulatedLaunch launch;
-      status = fused_lif::lif_forward_launches<float>(a, launch);
-    } else {
-#if FUSED_LIF_WITH_CUDA
-      status = fused_lif::lif_forward_cuda_from_host(a);
-#endif
-    }
+    run_on(on, LifForwardKernels{a}, "currents", a.batch, a.time, a.neurons);
   }
-  check_cuda(status, "currents", a.batch, a.time, a.neurons);
   return forward_result_type(spikes, pre_reset, final_membrane);
 }
 
@@ -325,22 +190,7 @@ py::object lif_backward(const py::handle& grad_obj, const py::handle& pre_reset_
   a.grad_decay = grad_decay.data();
   a.grad_threshold = grad_threshold.data();
   a.scratch = scratch.data();
-  fused_lif::LifCudaStatus status;
-  {
-    py::gil_scoped_release release;
-    ScopedFlushDenormal flush;
-    if (on == Device::kCpu) {
-      fused_lif::lif_backward_all_cpu<float>(a);
-    } else if (on == Device::kEmulated) {
-      EmulatedLaunch launch;
-      status = fused_lif::lif_backward_launches<float>(a, launch);
-    } else {
-#if FUSED_LIF_WITH_CUDA
-      status = fused_lif::lif_backward_cuda_from_host(a);
-#endif
-    }
-  }
-  check_cuda(status, "pre_reset_membrane", a.batch, a.time, a.neurons);
+  run_on(on, LifBackwardKernels{a}, "pre_reset_membrane", a.batch, a.time, a.neurons);
   return backward_result_type(grad_currents, like_param(grad_bias, bias.stride),
                               like_param(grad_decay, decay.stride),
                               like_param(grad_threshold, threshold.stride), grad_initial);
