@@ -21,7 +21,7 @@ import pytest
 
 from fused_lif._bench import compare_models
 from fused_lif._bench_model import training_step
-from harness import conv_level, interleaved
+from harness import conv_level, interleaved, machine
 from harness.conv_level import CONV_IMPLEMENTATIONS, CONV_SHAPE
 
 CHECKED = ("fused", "time-distributed")  # against the reference, before any step
@@ -66,9 +66,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up calls (default 2)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's intra-op and inter-op threads (default: its own)")
     parser.add_argument("--json", metavar="PATH", help="write the run as a benchmark JSON "
                         "(python benchmarks/ratios.py PATH reads it)")
     args = parser.parse_args(argv)
+    machine.set_threads(args.threads, args.threads)  # before TensorFlow runs anything
     run = interleaved.Run()
     models, (x, y), checks, rates = prepare()
     print(f"{CONV_SHAPE}; spike rates " + ", ".join(f"{k} {v:.1%}" for k, v in rates.items()))

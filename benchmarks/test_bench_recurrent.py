@@ -23,7 +23,7 @@ import pytest
 
 from fused_lif._bench import compare_models
 from fused_lif._bench_model import training_step
-from harness import interleaved, recurrent_level
+from harness import interleaved, machine, recurrent_level
 from harness.recurrent_level import RECURRENT_IMPLEMENTATIONS, RECURRENT_SHAPES
 
 TABLE_ROWS = "recurrent step"  # the ratio table's rows that this file's runs give
@@ -80,9 +80,12 @@ def main(argv=None):
                         help=f"comma-separated, from {', '.join(RECURRENT_SHAPES)}")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up calls (default 2)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's intra-op and inter-op threads (default: its own)")
     parser.add_argument("--json", metavar="PATH", help="write the run as a benchmark JSON "
                         "(python benchmarks/ratios.py PATH reads it)")
     args = parser.parse_args(argv)
+    machine.set_threads(args.threads, args.threads)  # before TensorFlow runs anything
     names = [s for s in args.shapes.split(",") if s]
     for name in names:
         recurrent_level.get_recurrent_shape(name)  # unknown names fail here

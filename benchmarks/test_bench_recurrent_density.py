@@ -32,7 +32,7 @@ import sys
 import numpy as np
 import pytest
 
-from harness import interleaved, recurrent_level
+from harness import interleaved, machine, recurrent_level
 from harness.recurrent_level import DENSITIES, SWEEP_SHAPES
 
 IMPLEMENTATIONS = ("fused-recurrent", "fused", "dense-steps", "dense-gemm",
@@ -114,8 +114,11 @@ def main(argv=None):
                         help=f"comma-separated, from {', '.join(SWEEP_SHAPES)}")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up calls (default 2)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's intra-op and inter-op threads (default: its own)")
     parser.add_argument("--json", metavar="PATH", help="write the run as a benchmark JSON")
     args = parser.parse_args(argv)
+    machine.set_threads(args.threads, args.threads)  # before TensorFlow runs anything
     names = [s for s in args.shapes.split(",") if s]
     unknown = [s for s in names if s not in SWEEP_SHAPES]
     if unknown:

@@ -75,8 +75,13 @@ class Run:
         self.started = datetime.datetime.now(datetime.timezone.utc)
 
     def json(self, entries):
-        """The pytest-benchmark-like dict that ratios.py reads."""
+        """The pytest-benchmark-like dict that ratios.py reads; each entry's
+        extra_info gets TensorFlow's intra-op threads, as conftest.py's do."""
         import tensorflow as tf
+
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+        for entry in entries:
+            entry["extra_info"].setdefault("threads", threads)
 
         return {
             "datetime": self.started.isoformat(),
