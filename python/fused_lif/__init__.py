@@ -7,6 +7,7 @@ CPU or CUDA kernel.
     spikes = fused_lif.lif_scan(currents)           # [batch, time, neurons]
     spikes = fused_lif.reference.lif_scan(currents) # the tf.while_loop ground truth
     current = fused_lif.spike_matmul(spikes2d, w)   # binary spikes @ w, zeros skipped
+    spikes = fused_lif.recurrent_lif_scan(currents, recurrent_kernel)  # s[t-1] @ R fused in
     model = fused_lif.create_snn_model(784, 128, 10, 20, training="dfa")  # DFAModel
 """
 
@@ -17,6 +18,7 @@ from .layer import IMPLEMENTATIONS, LIFLayer, MinValue
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
 from .models import create_snn_model
 from .ops import FusedOpUnavailableError, is_available, lif_scan
+from .recurrent import recurrent_lif_scan
 from .spikes import spike_density, spike_matmul
 
 __version__ = "0.1.0"
@@ -37,6 +39,7 @@ __all__ = [
     "lif_scan",
     "rate_encode",
     "rate_encode_tf",
+    "recurrent_lif_scan",
     "reference",
     "spike_categorical_accuracy",
     "spike_categorical_crossentropy",
