@@ -71,21 +71,26 @@ using spike_detail::Vec16;
 
 // acc[0, N) = Σ_{p < count} R[list[p], 0..N), p ascending, from +0: 128
 // columns at a time in registers (8 AVX-512 vectors), the rest in memory.
+// (The unroll pragmas let GCC keep the arrays of vectors in registers.)
 FUSED_LIF_INLINE void sum_rows(const float* R, int64_t N, const int32_t* list, int64_t count,
                                float* acc) {
-  constexpr int64_t kVectors = 8;
+  constexpr int kVectors = 8;
   int64_t i = 0;
   for (; i + 16 * kVectors <= N; i += 16 * kVectors) {
-    Vec16 sum[kVectors] = {};
+    Vec16 sum[kVectors];
+#pragma GCC unroll 16
+    for (int k = 0; k < kVectors; ++k) sum[k] = Vec16{};
     for (int64_t p = 0; p < count; ++p) {
       const float* row = R + static_cast<int64_t>(list[p]) * N + i;
-      for (int64_t k = 0; k < kVectors; ++k) {
+#pragma GCC unroll 16
+      for (int k = 0; k < kVectors; ++k) {
         Vec16 w;
         __builtin_memcpy(&w, row + 16 * k, sizeof(w));
         sum[k] += w;
       }
     }
-    __builtin_memcpy(acc + i, sum, sizeof(sum));
+#pragma GCC unroll 16
+    for (int k = 0; k < kVectors; ++k) __builtin_memcpy(acc + i + 16 * k, &sum[k], sizeof(Vec16));
   }
   const int64_t rest = N - i;
   float* tail = acc + i;
@@ -102,20 +107,38 @@ FUSED_LIF_INLINE void sum_rows(const float* R, int64_t N, const int32_t* list, i
 // loaded once for all rows.
 template <int Rows>
 FUSED_LIF_INLINE void grad_rows(const float* const* g, const float* RT, int64_t N, float* const* r) {
-  constexpr int64_t kVectors = 4;
+  constexpr int kVectors = 4;
   constexpr int64_t kWidth = 16 * kVectors;
+  const float* gk[Rows];
+#pragma GCC unroll 16
+  for (int k = 0; k < Rows; ++k) gk[k] = g[k];
   int64_t j0 = 0;
   for (; j0 + kWidth <= N; j0 += kWidth) {
-    Vec16 acc[Rows][kVectors] = {};
+    Vec16 acc[Rows][kVectors];
+#pragma GCC unroll 16
+    for (int k = 0; k < Rows; ++k) {
+#pragma GCC unroll 16
+      for (int v = 0; v < kVectors; ++v) acc[k][v] = Vec16{};
+    }
     for (int64_t n = 0; n < N; ++n) {
+      const float* rt = RT + n * N + j0;
       Vec16 w[kVectors];
-      __builtin_memcpy(w, RT + n * N + j0, sizeof(w));
+#pragma GCC unroll 16
+      for (int v = 0; v < kVectors; ++v) __builtin_memcpy(&w[v], rt + 16 * v, sizeof(Vec16));
+#pragma GCC unroll 16
       for (int k = 0; k < Rows; ++k) {
-        const float gk = g[k][n];
-        for (int64_t v = 0; v < kVectors; ++v) acc[k][v] += gk * w[v];
+        const float gn = gk[k][n];
+#pragma GCC unroll 16
+        for (int v = 0; v < kVectors; ++v) acc[k][v] += gn * w[v];
       }
     }
-    for (int k = 0; k < Rows; ++k) __builtin_memcpy(r[k] + j0, acc[k], sizeof(acc[k]));
+#pragma GCC unroll 16
+    for (int k = 0; k < Rows; ++k) {
+#pragma GCC unroll 16
+      for (int v = 0; v < kVectors; ++v) {
+        __builtin_memcpy(r[k] + j0 + 16 * v, &acc[k][v], sizeof(Vec16));
+      }
+    }
   }
   const int64_t width = N - j0;
   if (width == 0) return;
@@ -126,8 +149,8 @@ FUSED_LIF_INLINE void grad_rows(const float* const* g, const float* RT, int64_t 
   for (int64_t n = 0; n < N; ++n) {
     const float* w = RT + n * N + j0;
     for (int k = 0; k < Rows; ++k) {
-      const float gk = g[k][n];
-      for (int64_t j = 0; j < width; ++j) acc[k][j] = add_rn(acc[k][j], mul_rn(gk, w[j]));
+      const float gn = gk[k][n];
+      for (int64_t j = 0; j < width; ++j) acc[k][j] = add_rn(acc[k][j], mul_rn(gn, w[j]));
     }
   }
   for (int k = 0; k < Rows; ++k) {
@@ -145,6 +168,24 @@ FUSED_LIF_INLINE void grad_rows_any(int64_t rows, const float* const* g, const f
   }
 }
 static_assert(kRecurrentRowBlock == 4, "grad_rows_any covers 1 .. kRecurrentRowBlock rows");
+
+// One forward step of a batch row's neurons: u, s and v from the currents
+// and the recurrent sum (restrict: the arrays do not overlap, so it vectorizes).
+template <typename T, Reset R>
+FUSED_LIF_INLINE void forward_step(int64_t len, const T* __restrict currents,
+                                   const float* __restrict bias, const float* __restrict decay,
+                                   const float* __restrict threshold,
+                                   const float* __restrict recurrent, float* __restrict v,
+                                   float* __restrict u_out, T* __restrict s_out) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float current = lif_recurrent_current(lif_current(currents[i], bias[i]), recurrent[i]);
+    const float u = lif_charge(decay[i], v[i], current);
+    const float s = lif_spike(u, threshold[i]);
+    u_out[i] = u;
+    s_out[i] = static_cast<T>(s);
+    v[i] = lif_reset<R>(u, s, threshold[i]);
+  }
+}
 
 template <typename T, Reset R>
 FUSED_LIF_CPU_DISPATCH void forward_rows(const RecurrentForwardArgs& ra, int64_t begin,
@@ -172,18 +213,9 @@ FUSED_LIF_CPU_DISPATCH void forward_rows(const RecurrentForwardArgs& ra, int64_t
     for (int64_t t = 0; t < time; ++t) {
       const int64_t row = (b * time + t) * N;
       sum_rows(ra.recurrent_kernel, N, list, count, acc);
-      const T* c = currents + row;
-      float* u_out = a.pre_reset_membrane + row;
-      T* s_out = spikes + row;
-      for (int64_t i = 0; i < N; ++i) {
-        const float current = lif_recurrent_current(lif_current(c[i], bias[i]), acc[i]);
-        const float u = lif_charge(decay[i], v[i], current);
-        const float s = lif_spike(u, threshold[i]);
-        u_out[i] = u;
-        s_out[i] = static_cast<T>(s);
-        v[i] = lif_reset<R>(u, s, threshold[i]);
-      }
-      count = spike_row_columns(s_out, N, list);
+      forward_step<T, R>(N, currents + row, bias, decay, threshold, acc, v,
+                         a.pre_reset_membrane + row, spikes + row);
+      count = spike_row_columns(spikes + row, N, list);
     }
     float* final_membrane = a.final_membrane + b * N;
     for (int64_t i = 0; i < N; ++i) final_membrane[i] = v[i];
