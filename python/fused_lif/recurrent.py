@@ -120,10 +120,12 @@ _NOT_DIFFERENTIABLE = (
 
 
 def _on_gpu(op):
-    """Whether the op runs on a GPU: its device if placed, else whether
-    TensorFlow has a GPU (where it places the op by default)."""
-    if op.device:
-        return "GPU" in op.device.upper()
+    """Whether the op ran (eager) or is placed (graph) on a GPU; when its
+    placement is not decided yet, whether TensorFlow has a GPU (where it
+    places the op by default)."""
+    device = getattr(op, "device", "") or getattr(op.outputs[0], "device", "") or ""
+    if device:
+        return "GPU" in device.upper()
     return bool(tf.config.list_logical_devices("GPU"))
 
 
