@@ -7,7 +7,7 @@ Not collected by the normal test run (`pytest` only looks in tests/). Run:
     python benchmarks/ratios.py bench.json             # the targets' ratio table
 
 Options:
-  --bench-shapes   comma-separated names from harness.SHAPES,
+  --bench-shapes   comma-separated names from fused_lif._bench_model.SHAPES,
                    or "all" (default: seed,medium,long)
   --bench-rounds   timed rounds per benchmark (default 5; fast ones repeat
                    until ~1 s of timed calls, at most 200), after
@@ -23,7 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-import harness  # noqa: E402  (benchmarks/harness.py: this folder is on sys.path)
+from fused_lif._bench import warm_up  # noqa: E402
+from fused_lif._bench_model import SHAPES, get_shape  # noqa: E402
+from harness import machine  # noqa: E402  (benchmarks/harness/: this folder is on sys.path)
 
 DEFAULT_SHAPES = "seed,medium,long"
 MIN_TIMED_SECONDS = 1.0  # fast benchmarks repeat up to this much timed work
@@ -45,9 +47,9 @@ def pytest_configure(config):
     # Thread pools must be set before TensorFlow runs anything.
     threads = config.getoption("--bench-threads", default=0)
     if threads:
-        harness.set_threads(intra_op=threads)
-    config._fused_lif_idle_at_start = harness.cpu_idle_fraction()
-    config._fused_lif_other_load = harness.OtherLoad()
+        machine.set_threads(intra_op=threads)
+    config._fused_lif_idle_at_start = machine.cpu_idle_fraction()
+    config._fused_lif_other_load = machine.OtherLoad()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -65,17 +67,17 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         pass
     # Other processes on the machine skew timings: record how idle it was.
     machine_info["cpu_idle_fraction_at_start"] = getattr(config, "_fused_lif_idle_at_start", None)
-    machine_info["cpu_idle_fraction_at_end"] = harness.cpu_idle_fraction()
+    machine_info["cpu_idle_fraction_at_end"] = machine.cpu_idle_fraction()
     other = getattr(config, "_fused_lif_other_load", None)
     machine_info["other_processes_cpu_fraction"] = other.fraction() if other else None
 
 
 def selected_shapes(config):
     value = config.getoption("--bench-shapes")
-    names = list(harness.SHAPES) if value == "all" else [
+    names = list(SHAPES) if value == "all" else [
         s.strip() for s in value.split(",") if s.strip()]
     for name in names:
-        harness.get_shape(name)  # unknown names fail loudly
+        get_shape(name)  # unknown names fail loudly
     return names
 
 
@@ -115,7 +117,7 @@ def run_benchmark(benchmark, bench_settings):
             # MIN_TIMED_SECONDS of timed calls.
             rounds = bench_settings["rounds"]
             if warmup:
-                harness.warm_up(fn, args, warmup)
+                warm_up(fn, args, warmup)
                 warmup = 0
                 start = time.perf_counter()
                 fn(*args)

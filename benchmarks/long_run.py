@@ -20,14 +20,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import fused_lif  # noqa: E402
+from harness.memory import read_status_kib  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    kib = read_status_kib("VmRSS")
+    if kib is None:
+        raise RuntimeError("no VmRSS in /proc/self/status")
+    return kib / 1024
 
 
 def main(argv=None):

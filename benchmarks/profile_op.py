@@ -48,7 +48,7 @@ def measure(fn, args, repeats, warmup=3):
 
 def op_shape(name):
     """[batch, time, neurons] of a named shape or of 'BxTxN'."""
-    import harness as bm
+    from fused_lif._bench_model import get_shape
 
     if "x" in name:
         try:
@@ -57,32 +57,17 @@ def op_shape(name):
             raise SystemExit(f"shape {name!r}: expected BATCHxTIMExNEURONS, e.g. 1x1000x2048")
         return batch, steps, neurons
     try:
-        return tuple(bm.get_shape(name).op_shape)
+        return tuple(get_shape(name).op_shape)
     except ValueError as error:
         raise SystemExit(str(error))
 
 
-def forward_backward_fn(surrogate):
-    """tf.function (currents, grad_spikes) -> (spikes, dL/dcurrents) with `surrogate`."""
-    import tensorflow as tf
-    from fused_lif import ops
-
-    @tf.function
-    def forward_backward(currents, grad_spikes):
-        with tf.GradientTape() as tape:
-            tape.watch(currents)
-            spikes = ops.lif_scan(currents, surrogate=surrogate)
-        return spikes, tape.gradient(spikes, currents, output_gradients=grad_spikes)
-
-    return forward_backward
-
-
 def profile(args):
     """Rows {shape, pass, ms, copy_ms, ...} for every shape and pass, printed as they come."""
-    import harness as bm
     from fused_lif import ops
+    from harness import machine, op_level
 
-    bm.set_threads(args.threads[0] or None)
+    machine.set_threads(args.threads[0] or None)
     import tensorflow as tf
 
     ops.load_library()
@@ -97,18 +82,19 @@ def profile(args):
     rows = []
     for name in args.shapes.split(","):
         shape = op_shape(name)
-        currents, grad_spikes = bm.op_inputs(*shape)
-        passes = [("forward", bm.lif_forward_fn("fused"), (currents,), False)]
+        currents, grad_spikes = op_level.op_inputs(*shape)
+        passes = [("forward", op_level.lif_forward_fn("fused"), (currents,), False)]
         for surrogate in args.surrogates.split(","):
             label = "fwd+bwd" if surrogate == "fast_sigmoid" else f"fwd+bwd {surrogate}"
-            passes.append((label, forward_backward_fn(surrogate), (currents, grad_spikes), True))
+            fn = op_level.lif_forward_backward_fn("fused", surrogate=surrogate)
+            passes.append((label, fn, (currents, grad_spikes), True))
         first_backward_ms = None
         for label, fn, fargs, backward in passes:
-            nbytes = bm.lif_bytes(*shape, backward=backward)
-            sources, one = bm.copy_inputs(nbytes, parts=3 if backward else 2)
+            nbytes = op_level.lif_bytes(*shape, backward=backward)
+            sources, one = op_level.copy_inputs(nbytes, parts=3 if backward else 2)
             ms, faults = measure(fn, fargs, args.repeats)
-            copy_ms, copy_faults = measure(bm.copy_step(), (sources, one), args.repeats)
-            bw, copy_bw = nbytes / ms / 1e6, bm.copy_bytes(sources) / copy_ms / 1e6
+            copy_ms, copy_faults = measure(op_level.copy_step(), (sources, one), args.repeats)
+            bw, copy_bw = nbytes / ms / 1e6, op_level.copy_bytes(sources) / copy_ms / 1e6
             if backward and first_backward_ms is None:
                 first_backward_ms = ms
             relative = f"{ms / first_backward_ms:7.2f}x" if backward else ""

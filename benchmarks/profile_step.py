@@ -69,9 +69,9 @@ def profile(step, args, steps, logdir):
 
 
 def median_ms(fn, args, repeats=20, warmup=3):
-    import harness as bm
+    from fused_lif._bench import interleaved_times
 
-    return 1e3 * statistics.median(bm.time_calls(fn, args, repeats, warmup))
+    return 1e3 * statistics.median(interleaved_times({"": (fn, args)}, repeats, warmup)[""])
 
 
 def main(argv=None):
@@ -83,35 +83,37 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="profiled steps")
     args = parser.parse_args(argv)
 
-    import harness as bm
+    from fused_lif import _bench_model
+    from harness import machine, model_level, op_level
 
-    bm.set_threads(args.threads or None)
+    machine.set_threads(args.threads or None)
     import tensorflow as tf
 
-    shape = bm.get_shape(args.shape)
+    shape = _bench_model.get_shape(args.shape)
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     print(f"{shape}; {args.implementation}; intra-op threads {threads}")
-    model = bm.build_models(shape, (args.implementation,))[args.implementation]
-    x, y = bm.model_inputs(shape)
-    step = bm.training_step(model)
-    grads = bm.loss_and_gradients(model)
+    model = model_level.build_models(shape, (args.implementation,))[args.implementation]
+    x, y = _bench_model.model_inputs(shape)
+    step = (model_level.dfa_training_step(model) if args.implementation == "fused-dfa"
+            else _bench_model.training_step(model))
+    grads = _bench_model.loss_and_gradients(model)
     forward = tf.function(lambda x: model(x, training=True))
-    floor_args = bm.gemm_floor_inputs(shape)
+    floor_args = _bench_model.gemm_floor_inputs(shape)
     timings = {
         "training step (fwd + bwd + Adam)": median_ms(step, (x, y)),
         "forward + backward (no Adam)": median_ms(grads, (x, y)),
         "forward only": median_ms(forward, (x,)),
-        "GEMM floor (the step's 5 GEMMs, one at a time)": median_ms(bm.gemm_floor_step(),
+        "GEMM floor (the step's 5 GEMMs, one at a time)": median_ms(_bench_model.gemm_floor_step(),
                                                                     floor_args),
     }
     if args.implementation == "fused":
         for units, label in ((shape.hidden, "hidden"), (shape.outputs, "output")):
-            currents, grad_spikes = bm.op_inputs(shape.batch, shape.time, units)
+            currents, grad_spikes = op_level.op_inputs(shape.batch, shape.time, units)
             timings[f"LIF op fwd+bwd alone, {label} layer"] = median_ms(
-                bm.lif_forward_backward_fn("fused"), (currents, grad_spikes))
-        nbytes = bm.lif_bytes(*shape.op_shape)
+                op_level.lif_forward_backward_fn("fused"), (currents, grad_spikes))
+        nbytes = op_level.lif_bytes(*shape.op_shape)
         timings[f"copy of the hidden LIF op's {nbytes / 1e6:.1f} MB"] = median_ms(
-            bm.copy_step(), bm.copy_inputs(nbytes))
+            op_level.copy_step(), op_level.copy_inputs(nbytes))
     timings["empty tf.function call"] = median_ms(tf.function(lambda x: x), (tf.constant(1.0),),
                                                   repeats=200)
     for label, ms in timings.items():

@@ -10,24 +10,25 @@ import statistics
 
 import pytest
 
-import harness as bm
+from fused_lif._bench import compare_models
+from harness import model_level
 
 
 @pytest.mark.parametrize("implementation", ["reference", "fused", "no-scan"])
 def test_notebook_fit_epochs(run_benchmark, benchmark, cache, bench_settings, implementation):
-    """no-scan: the same fit with the LIF scan removed (harness._no_scan_model:
+    """no-scan: the same fit with the LIF scan removed (model_level._no_scan_model:
     every op but the scan, GEMMs one at a time), the bound for any
     implementation's epoch (not a spiking model: nothing to check)."""
     setups = cache.get("notebook-fit", lambda: {
-        impl: bm.notebook_fit(impl) for impl in ("reference", "fused")})
+        impl: model_level.notebook_fit(impl) for impl in ("reference", "fused")})
     x, y = setups["reference"][2]
 
     def check():
-        return bm.compare_models(setups["fused"][0], setups["reference"][0], x[:64], y[:64])
+        return compare_models(setups["fused"][0], setups["reference"][0], x[:64], y[:64])
 
     result = cache.get("notebook-fit-check", check)  # before either model trains
     if implementation == "no-scan":
-        model, fit, _ = bm.notebook_fit("no-scan")
+        model, fit, _ = model_level.notebook_fit("no-scan")
     else:
         model, fit, _ = setups[implementation]
         benchmark.extra_info["max_abs_diff"] = result["max_abs_diff"]

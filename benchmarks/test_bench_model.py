@@ -7,9 +7,17 @@ spikes must be equal and gradients equal to rounding."""
 import numpy as np
 import pytest
 
-import harness as bm
-
-IMPLEMENTATIONS = ["reference", "fused"]
+from fused_lif._bench import compare_models
+from fused_lif._bench_model import (
+    COMPARED,
+    FLOOR_GEMMS,
+    gemm_floor_inputs,
+    gemm_floor_step,
+    get_shape,
+    model_inputs,
+    training_step,
+)
+from harness import model_level
 
 
 def _info(shape, **extra):
@@ -17,18 +25,18 @@ def _info(shape, **extra):
                                                shape.hidden, shape.outputs], **extra)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", COMPARED)
 def test_training_step(run_benchmark, benchmark, cache, shape_name, implementation):
-    shape = bm.get_shape(shape_name)
-    models = cache.get(("models", shape.name), lambda: bm.build_models(shape))
-    x, y = cache.get(("model-inputs", shape.name), lambda: bm.model_inputs(shape))
+    shape = get_shape(shape_name)
+    models = cache.get(("models", shape.name), lambda: model_level.build_models(shape))
+    x, y = cache.get(("model-inputs", shape.name), lambda: model_inputs(shape))
     # Checked before either model takes a step (the steps change the weights).
     check = cache.get(("model-check", shape.name),
-                      lambda: bm.compare_models(models["fused"], models["reference"], x, y))
+                      lambda: compare_models(models["fused"], models["reference"], x, y))
     assert check["spikes_equal"]
     benchmark.extra_info.update(max_abs_diff=check["max_abs_diff"],
                                 spike_rate=check["spike_rate"])
-    loss = run_benchmark(bm.training_step(models[implementation]), (x, y),
+    loss = run_benchmark(training_step(models[implementation]), (x, y),
                          group=f"training step: {shape}",
                          **_info(shape, kind="model-step", implementation=implementation))
     assert np.isfinite(loss.numpy())
@@ -37,33 +45,34 @@ def test_training_step(run_benchmark, benchmark, cache, shape_name, implementati
 def test_dfa_training_step(run_benchmark, cache, shape_name):
     """The same network and step trained by direct feedback alignment
     (fused_lif.DFAModel, fused layers), from the same initial weights."""
-    shape = bm.get_shape(shape_name)
+    shape = get_shape(shape_name)
     model = cache.get(("dfa-model", shape.name),
-                      lambda: bm.build_models(shape, ("fused-dfa",))["fused-dfa"])
-    x, y = cache.get(("model-inputs", shape.name), lambda: bm.model_inputs(shape))
-    loss = run_benchmark(bm.training_step(model), (x, y), group=f"training step: {shape}",
+                      lambda: model_level.build_models(shape, ("fused-dfa",))["fused-dfa"])
+    x, y = cache.get(("model-inputs", shape.name), lambda: model_inputs(shape))
+    loss = run_benchmark(model_level.dfa_training_step(model), (x, y),
+                         group=f"training step: {shape}",
                          **_info(shape, kind="model-step", implementation="fused-dfa"))
     assert np.isfinite(loss.numpy())
 
 
 def test_training_step_without_scan(run_benchmark, cache, shape_name):
-    """The same step with the LIF scan removed (harness._no_scan_model: every
-    op but the scan, GEMMs one at a time): a lower bound for any
+    """The same step with the LIF scan removed (model_level._no_scan_model:
+    every op but the scan, GEMMs one at a time): a lower bound for any
     implementation's step."""
-    shape = bm.get_shape(shape_name)
+    shape = get_shape(shape_name)
     model = cache.get(("no-scan-model", shape.name),
-                      lambda: bm.build_models(shape, ("no-scan",))["no-scan"])
-    x, y = cache.get(("model-inputs", shape.name), lambda: bm.model_inputs(shape))
-    loss = run_benchmark(bm.training_step(model), (x, y), group=f"training step: {shape}",
+                      lambda: model_level.build_models(shape, ("no-scan",))["no-scan"])
+    x, y = cache.get(("model-inputs", shape.name), lambda: model_inputs(shape))
+    loss = run_benchmark(training_step(model), (x, y), group=f"training step: {shape}",
                          **_info(shape, kind="model-step", implementation="no-scan"))
     assert np.isfinite(loss.numpy())
 
 
 def test_gemm_floor(run_benchmark, shape_name):
-    """The step's 5 GEMMs, one at a time (harness.gemm_floor_step)."""
-    shape = bm.get_shape(shape_name)
-    x2d, w1, w2, g2 = bm.gemm_floor_inputs(shape)
-    c2, dw1, dw2 = run_benchmark(bm.gemm_floor_step(), (x2d, w1, w2, g2),
+    """The step's 5 GEMMs, one at a time (fused_lif._bench_model.gemm_floor_step)."""
+    shape = get_shape(shape_name)
+    x2d, w1, w2, g2 = gemm_floor_inputs(shape)
+    c2, dw1, dw2 = run_benchmark(gemm_floor_step(), (x2d, w1, w2, g2),
                                  group=f"training step: {shape}",
                                  **_info(shape, kind="gemm-floor", implementation="gemm-floor"))
     # Spot-check the matmuls against numpy on the first rows.
@@ -74,13 +83,13 @@ def test_gemm_floor(run_benchmark, shape_name):
     np.testing.assert_allclose(dw1.numpy()[:, :8], x.T @ (g @ b.T)[:, :8], rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("gemm", [gemm[0] for gemm in bm.FLOOR_GEMMS])
+@pytest.mark.parametrize("gemm", [gemm[0] for gemm in FLOOR_GEMMS])
 def test_gemm_alone(run_benchmark, cache, shape_name, gemm):
     """Each of the floor's GEMMs alone: the floor must take about their sum
     (ratios.py checks it), or it is running some of them at once."""
-    shape = bm.get_shape(shape_name)
+    shape = get_shape(shape_name)
     parts = cache.get(("gemm-parts", shape.name),
-                      lambda: bm.gemm_floor_parts(*bm.gemm_floor_inputs(shape)))
+                      lambda: model_level.gemm_floor_parts(*gemm_floor_inputs(shape)))
     fn, args = parts[gemm]
     run_benchmark(fn, args, group=f"GEMM floor's parts: {shape}",
                   **_info(shape, kind="gemm-alone", implementation="gemm-alone", gemm=gemm))

@@ -13,7 +13,7 @@
     python benchmarks/test_bench_spikes.py --steps medium,large   # steps vs 5-GEMM floor
 
 `--steps` times the steps beside the chained 5-GEMM floor (test_bench_model.py's,
-`fused_lif._bench.gemm_floor_step`) and each of its GEMMs alone.
+`fused_lif._bench_model.gemm_floor_step`) and each of its GEMMs alone.
 """
 
 import statistics
@@ -22,14 +22,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import harness as bm
-
 import fused_lif
-from fused_lif import _bench
+from fused_lif import _bench_model
+from fused_lif._bench import interleaved_times
+from harness import model_level
+from ratios import SPIKE_INPUT_DENSITY, break_even
 
 DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 SWEEP_SHAPE = (128 * 100, 784, 512)  # the medium shape's hidden layer: rows, inputs, outputs
-INPUT_DENSITY = bm.SPIKE_INPUT_DENSITY  # rate-coded MNIST: about 10% ones
+INPUT_DENSITY = SPIKE_INPUT_DENSITY  # rate-coded MNIST: about 10% ones
 STEP_IMPLEMENTATIONS = {
     "fused": False,  # the dense GEMM (the default)
     "fused-sparse": True,
@@ -89,7 +90,7 @@ def _step_builder(spike_input):
 
 
 def _step_models(shape):
-    return _bench.build_models(shape, tuple(STEP_IMPLEMENTATIONS), builders={
+    return _bench_model.build_models(shape, tuple(STEP_IMPLEMENTATIONS), builders={
         name: _step_builder(spike_input) for name, spike_input in STEP_IMPLEMENTATIONS.items()})
 
 
@@ -107,15 +108,15 @@ def test_training_step_spike_input(run_benchmark, cache, shape_name, implementat
     """The seed model's training step on binary input of the given density:
     dense input matmuls (the default) vs LIFLayer(spike_input=True / "auto"),
     from the same weights; the first step's loss agrees to rounding."""
-    shape = bm.get_shape(shape_name)
+    shape = _bench_model.get_shape(shape_name)
     # Fresh models per density: the steps timed at one density train them apart.
     models = cache.get(("spike-models", shape.name, density), lambda: _step_models(shape))
     x, y = cache.get(("spike-inputs", shape.name, density),
-                     lambda: _bench.model_inputs(shape, rate=density))
+                     lambda: _bench_model.model_inputs(shape, rate=density))
     losses = cache.get(("spike-losses", shape.name, density), lambda: {
-        name: float(_bench.loss_and_gradients(m)(x, y)[1]) for name, m in models.items()})
+        name: float(_bench_model.loss_and_gradients(m)(x, y)[1]) for name, m in models.items()})
     np.testing.assert_allclose(losses[implementation], losses["fused"], rtol=1e-3)
-    loss = run_benchmark(_bench.training_step(models[implementation]), (x, y),
+    loss = run_benchmark(_bench_model.training_step(models[implementation]), (x, y),
                          group=f"training step, {density:.0%} input: {shape}",
                          kind="model-step-spikes", shape=shape.name,
                          model_shape=[shape.batch, shape.time, shape.inputs, shape.hidden,
@@ -139,19 +140,14 @@ def main(repeats=5):
         args = sweep_inputs(density)
         cells = []
         for backward in (False, True):
-            fns = [sweep_fn(impl, backward) for impl in ("dense", "sparse")]
-            for fn in fns:
-                bm.warm_up(fn, args, 2)
-            times = [[], []]
-            for _ in range(repeats):
-                for i, fn in enumerate(fns):
-                    times[i].extend(bm.time_calls(fn, args, repeats=1, warmup=0))
-            dense, sparse = (1e3 * statistics.median(t) for t in times)
+            times = interleaved_times({impl: (sweep_fn(impl, backward), args)
+                                       for impl in ("dense", "sparse")}, repeats)
+            dense, sparse = (1e3 * statistics.median(times[impl]) for impl in ("dense", "sparse"))
             results[backward].append((density, dense, sparse))
             cells += [f"{dense:10.1f}", f"{sparse:11.1f}", f"{sparse / dense:6.2f}"]
         print(f"{density:8.0%} " + " ".join(cells), flush=True)
     for backward, label in ((False, "forward"), (True, "forward + dW")):
-        point = bm.break_even(results[backward])
+        point = break_even(results[backward])
         print(f"break-even density, {label}: "
               + ("above the sweep" if point is None else f"{point:.1%}"))
 
@@ -160,20 +156,15 @@ def step_table(shape_name, repeats=5, density=INPUT_DENSITY):
     """The training step at `density` input, dense / spike_input=True / "auto",
     beside the chained 5-GEMM floor and each of its GEMMs alone; all calls
     interleaved."""
-    shape = bm.get_shape(shape_name)
+    shape = _bench_model.get_shape(shape_name)
     models = _step_models(shape)
-    x, y = _bench.model_inputs(shape, rate=density)
-    floor_args = _bench.gemm_floor_inputs(shape)
-    calls = {name: (_bench.training_step(m), (x, y)) for name, m in models.items()}
-    gemms = _bench.gemm_floor_parts(*floor_args)
+    x, y = _bench_model.model_inputs(shape, rate=density)
+    floor_args = _bench_model.gemm_floor_inputs(shape)
+    calls = {name: (_bench_model.training_step(m), (x, y)) for name, m in models.items()}
+    gemms = model_level.gemm_floor_parts(*floor_args)
     calls.update(gemms)
-    calls["5-GEMM floor"] = (_bench.gemm_floor_step(), floor_args)
-    for fn, args in calls.values():
-        bm.warm_up(fn, args, 2)
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, (fn, args) in calls.items():
-            times[name].extend(bm.time_calls(fn, args, repeats=1, warmup=0))
+    calls["5-GEMM floor"] = (_bench_model.gemm_floor_step(), floor_args)
+    times = interleaved_times(calls, repeats)
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     floor = ms["5-GEMM floor"]
     print(f"\ntraining step, {density:.0%} input, {shape}: median of {repeats}, ms")

@@ -1,4 +1,5 @@
-"""Functional tests of benchmarks/peers.py (tiny shapes, no timing checks).
+"""Functional tests of benchmarks/peers.py and peers_worker.py (tiny shapes,
+no timing checks).
 
     python -m pytest -q -p no:cacheprovider benchmarks/test_peers.py
 
@@ -16,7 +17,8 @@ import pytest
 
 import fused_lif
 import peers
-from fused_lif._bench import Shape
+import peers_worker
+from fused_lif._bench_model import Shape
 
 PEERS_PYTHON = os.environ.get("FUSED_LIF_PEERS_PYTHON", peers.DEFAULT_PEERS_PYTHON)
 needs_peers = pytest.mark.skipif(
@@ -32,24 +34,40 @@ TINY = Shape("tiny", batch=4, time=12, inputs=64, hidden=32, outputs=6)
 def test_agreement_counts_equal_positions():
     fused = np.array([[0, 1, 1, 0], [1, 0, 0, 0]], np.float32)
     peer = np.array([[0, 1, 0, 0], [1, 0, 0, 1]], np.float32)
-    assert peers.agreement(peer, fused) == {
+    assert peers_worker.agreement(peer, fused) == {
         "equal_fraction": 0.75, "fused_count": 3, "peer_count": 3}
-    assert peers.agreement(fused, fused)["equal_fraction"] == 1.0
-    assert peers.agreement(np.zeros((0, 3)), np.zeros((0, 3)))["equal_fraction"] == 1.0
+    assert peers_worker.agreement(fused, fused)["equal_fraction"] == 1.0
+    assert peers_worker.agreement(np.zeros((0, 3)), np.zeros((0, 3)))["equal_fraction"] == 1.0
 
 
 def test_gradient_agreement_measures_difference_and_direction():
     fused = [np.array([[1.0, -2.0]]), np.array([4.0])]
-    same = peers.gradient_agreement([g.copy() for g in fused], fused)
+    same = peers_worker.gradient_agreement([g.copy() for g in fused], fused)
     assert same == {"max_rel_diff": 0.0, "min_cosine": pytest.approx(1.0)}
-    scaled = peers.gradient_agreement([5 * g for g in fused], fused)
+    scaled = peers_worker.gradient_agreement([5 * g for g in fused], fused)
     assert scaled["max_rel_diff"] == pytest.approx(4.0)  # |5g - g| / max|g|
     assert scaled["min_cosine"] == pytest.approx(1.0)    # same direction
-    flipped = peers.gradient_agreement([fused[0], -fused[1]], fused)
+    flipped = peers_worker.gradient_agreement([fused[0], -fused[1]], fused)
     assert flipped["min_cosine"] == pytest.approx(-1.0)
     zero = [np.zeros(3)]
-    assert peers.gradient_agreement([np.ones(3)], zero)["max_rel_diff"] == float("inf")
-    assert peers.gradient_agreement(zero, zero) == {"max_rel_diff": 0.0, "min_cosine": 1.0}
+    assert peers_worker.gradient_agreement([np.ones(3)], zero)["max_rel_diff"] == float("inf")
+    assert peers_worker.gradient_agreement(zero, zero) == {"max_rel_diff": 0.0, "min_cosine": 1.0}
+
+
+def test_case_file_spikes_round_trip_through_the_bit_packing(tmp_path):
+    rng = np.random.default_rng(0)
+    spikes = {key: (rng.random(shape) < 0.3).astype(np.float32)
+              for key, shape in zip(peers_worker.PACKED, [(2, 3, 5), (2, 3, 4), (2, 3, 1)])}
+    arrays = {"w1": rng.normal(size=(5, 4)).astype(np.float32)}
+    for key, value in spikes.items():
+        arrays[key], arrays[key + "_shape"] = peers_worker.pack(value)
+    np.savez(tmp_path / "case.npz", **arrays)
+    data = peers_worker.load_case(tmp_path / "case.npz")
+    assert sorted(data) == sorted(["w1", *spikes])
+    np.testing.assert_array_equal(data["w1"], arrays["w1"])
+    for key, value in spikes.items():
+        assert data[key].dtype == np.float32
+        np.testing.assert_array_equal(data[key], value)
 
 
 def _fake_result():
@@ -139,7 +157,7 @@ def test_peers_compute_fused_lifs_network():
 
 
 def test_every_peer_is_described():
-    assert set(peers.SEMANTICS) == {"all", *peers.PEERS}
+    assert set(peers_worker.SEMANTICS) == {"all", *peers_worker.PEERS}
     text = peers.format_semantics(["snntorch"])
     assert "- snnTorch:" in text and "SpikingJelly" not in text
 
@@ -151,8 +169,8 @@ def test_worker_errors_come_back_as_exceptions(tmp_path):
         assert worker.call("versions")["threads"] == 1
         with pytest.raises(RuntimeError, match="failed in 'setup'.*No such file"):
             worker.call("setup", shape={}, case=str(tmp_path / "missing.npz"), peers=["snntorch"])
-        with pytest.raises(RuntimeError, match="failed in 'time'"):
-            worker.call("time", peer="brian2", calls=1)  # never set up
+        with pytest.raises(RuntimeError, match="failed in 'steps'"):
+            worker.call("steps", peer="brian2", calls=1)  # never set up
         assert worker.call("versions")["threads"] == 1  # still serving
     finally:
         worker.close()

@@ -1,6 +1,7 @@
 // The leaky integrate-and-fire math, written once. Both the CPU loops
-// (lif_cpu.h) and the CUDA kernels (lif_cuda.cu) call these functions;
-// nothing else in csrc/ knows the recurrence.
+// (lif_cpu.h) and the CUDA threads' work (lif_cuda_threads.h, which
+// lif_cuda.cu's kernels run) call these functions; nothing else in csrc/
+// knows the recurrence.
 //
 // Notation (per batch row b and neuron n, time t = 0 .. T-1):
 //   I[t]  input current                     currents[b, t, n] (+ bias[n])

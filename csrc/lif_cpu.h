@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cpu_common.h"  // FUSED_LIF_CPU_DISPATCH, FUSED_LIF_INLINE, ceil_div
 #include "lif.h"
 #include "lif_dispatch.h"
 #include "lif_kernels.h"
@@ -26,26 +27,10 @@ namespace fused_lif {
 
 // Neurons per tile. The forward streams whole rows (time-major within a batch
 // row, so reads and writes are sequential); the backward, with four
-// accumulators per neuron, is fastest on L1-sized tiles (measured on Zen 4:
-// 2x and 1.2x over one size for both).
+// accumulators per neuron, is faster on L1-sized tiles. benchmarks/README.md
+// ("Where the time goes") has the scans' timings and the tile widths tried.
 constexpr int64_t kForwardBlock = 2048;
 constexpr int64_t kBackwardBlock = 256;
-
-// The scans are compiled for AVX-512, AVX2 and baseline x86-64; the loader
-// picks the widest the CPU has (GCC/Clang function multiversioning). Results
-// are the same on each: no FMA contraction anywhere (-ffp-contract=off).
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__CUDACC__)
-#define FUSED_LIF_CPU_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FUSED_LIF_CPU_DISPATCH
-#endif
-// Helpers of the dispatched loops must be inlined into each clone (else they
-// are compiled for baseline x86-64 only).
-#if defined(__GNUC__)
-#define FUSED_LIF_INLINE __attribute__((always_inline)) inline
-#else
-#define FUSED_LIF_INLINE inline
-#endif
 
 // How a scan's [batch, neurons] columns are cut into tiles: `width`
 // neurons of one batch row each (the last of a row may be narrower), `blocks`
@@ -66,8 +51,8 @@ constexpr int64_t kTilesPerThread = 4;
 // kTilesPerThread tiles per thread) the width is halved, down to
 // kMinTileWidth. Halving no further than that keeps each tile's rows long:
 // a row of a narrow tile is a short run of memory, N floats from the next,
-// which streams slower than whole rows (measured at (1, 1000, 2048) on 2
-// threads: 1.68x over 1 thread with 1024-wide tiles, 1.33x with 256-wide).
+// which streams slower than whole rows (benchmarks/README.md, "Where the
+// time goes", has the small-batch splits measured).
 template <int64_t Block>
 inline LifCpuTiling tiling_for(int64_t batch, int64_t neurons, int64_t threads) {
   static_assert(Block >= kMinTileWidth && Block % kMinTileWidth == 0 &&
@@ -76,7 +61,7 @@ inline LifCpuTiling tiling_for(int64_t batch, int64_t neurons, int64_t threads) 
   LifCpuTiling tiling;
   threads = std::max<int64_t>(threads, 1);
   for (tiling.width = Block;; tiling.width /= 2) {
-    tiling.blocks = (neurons + tiling.width - 1) / tiling.width;
+    tiling.blocks = ceil_div(neurons, tiling.width);
     const int64_t count = batch * tiling.blocks;
     const bool even = count >= threads && count % threads == 0;
     if (tiling.width <= kMinTileWidth || even || count >= kTilesPerThread * threads) break;
@@ -293,7 +278,7 @@ struct LifReducePartials {
 // Units of lif_backward_reduce_cpu: the per-neuron sums in blocks of
 // kReduceNeurons, the tree's lanes in groups of kReduceLanes.
 inline int64_t lif_cpu_reduce_units(const LifBackwardArgs& a) {
-  return std::max<int64_t>((a.neurons + cpu_detail::kReduceNeurons - 1) / cpu_detail::kReduceNeurons,
+  return std::max<int64_t>(ceil_div(a.neurons, cpu_detail::kReduceNeurons),
                            kSumThreads / cpu_detail::kReduceLanes);
 }
 // Rough cost of one unit in cycles, for the thread pool's sharding.

@@ -1,8 +1,8 @@
 // Framework-free interface of the fused LIF kernels: argument structs with
 // raw pointers, and the CUDA launchers. The TensorFlow op (lif_ops.cc) and the
 // pybind11 bindings (lif_bindings.cc) both fill these structs; neither knows
-// the math nor the loops (lif_cpu.h, lif_cuda.cu). It includes lif.h only for
-// the option enums (Surrogate, Reset).
+// the math nor the loops (lif_cpu.h, lif_cuda_threads.h). It includes lif.h
+// only for the option enums (Surrogate, Reset).
 #ifndef FUSED_LIF_LIF_KERNELS_H_
 #define FUSED_LIF_LIF_KERNELS_H_
 

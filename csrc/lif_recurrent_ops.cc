@@ -2,15 +2,14 @@
 // functions, input validation (once, at entry) and the kernels for each
 // device. The loops live in lif_recurrent_cpu.h and
 // lif_recurrent_cuda_threads.h, the math in lif.h ("Recurrent LIF"); the
-// checks, sharding and device set-up shared with the LIF ops in op_helpers.h
-// (for now op_helpers_interim.h).
+// checks, sharding and device set-up shared with the LIF ops in op_helpers.h.
 #include <algorithm>
 #include <cstdint>
 
 #include "lif_cpu.h"
 #include "lif_recurrent_cpu.h"
 #include "lif_recurrent_kernels.h"
-#include "op_helpers_interim.h"  // op_helpers.h once main has it
+#include "op_helpers.h"
 
 namespace fused_lif {
 namespace {

@@ -79,3 +79,28 @@ def run_python(code, env=None, args=(), timeout=300):
                           capture_output=True, text=True, env=full_env, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
+
+
+# Two logical CPUs must be configured before TensorFlow initialises its
+# devices, which this process has already done: the code runs in a fresh one.
+TWO_CPU_PRELUDE = """\
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import fused_lif
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+"""
+
+
+@pytest.fixture
+def run_on_two_cpus():
+    """Returns run(code): runs `code` (run_python's way) in a fresh interpreter
+    in which the CPU is split into two logical devices and `strategy` is a
+    MirroredStrategy over them (np, tf, keras and fused_lif imported);
+    returns its output."""
+
+    def run(code):
+        return run_python(TWO_CPU_PRELUDE + textwrap.dedent(code))
+
+    return run

@@ -1,12 +1,13 @@
-"""Functional tests of fused_lif._bench, what `fused-lif bench` measures with
-(tiny shapes; no timing assertions). The benchmark harness built on it is
-tested in benchmarks/test_harness.py."""
+"""Functional tests of fused_lif._bench and fused_lif._bench_model, what
+`fused-lif bench` measures with (tiny shapes; no timing assertions). The
+benchmark harness built on them is tested in benchmarks/test_harness.py."""
 
 import numpy as np
 import pytest
 
 import fused_lif
-from fused_lif import _bench as bm
+from fused_lif import _bench as bench
+from fused_lif import _bench_model as bm
 
 needs_fused = pytest.mark.skipif(not fused_lif.is_available(),
                                  reason="the fused op library is not built")
@@ -33,7 +34,7 @@ def test_model_inputs_shapes_and_values():
     np.testing.assert_array_equal(bm.model_inputs(TINY)[0].numpy(), x.numpy())  # seeded
 
 
-def test_gemm_floor_computes_the_step_matmuls_one_at_a_time():
+def test_gemm_floor_computes_the_step_matmuls():
     inputs = bm.gemm_floor_inputs(TINY)
     x, w1, w2, g2 = (t.numpy().astype(np.float64) for t in inputs)
     floor = bm.gemm_floor_step()
@@ -44,57 +45,35 @@ def test_gemm_floor_computes_the_step_matmuls_one_at_a_time():
     assert len(outputs) == len(expected)
     for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-7)
-    # The 5 GEMMs a step runs (no dX of the input layer), each waiting for the
-    # one before: TensorFlow cannot run two at once.
-    gemms, at_once = bm.gemm_schedule(floor, *inputs)
-    assert len(gemms) == len(bm.FLOOR_GEMMS) == 5
-    assert at_once == []
-
-
-def test_gemm_schedule_finds_gemms_that_may_run_at_once():
-    import tensorflow as tf
-
-    @tf.function
-    def independent(a, b):
-        unused = tf.matmul(b, a)  # noqa: F841 (not run: nothing needs it)
-        return tf.matmul(a, b), tf.matmul(b, a, transpose_a=True)
-
-    @tf.function
-    def chained(a, b):
-        first = tf.matmul(a, b)
-        with tf.control_dependencies([first]):
-            return first, tf.matmul(b, a, transpose_a=True)
-
-    a, b = tf.ones([3, 3]), tf.ones([3, 3])
-    gemms, at_once = bm.gemm_schedule(independent, a, b)
-    assert len(gemms) == 2 and at_once == [tuple(gemms)]
-    assert not gemms[0].get_attr("transpose_a") and gemms[1].get_attr("transpose_a")
-    gemms, at_once = bm.gemm_schedule(chained, a, b)
-    assert len(gemms) == 2 and at_once == []
-
-
-def test_gemm_floor_parts_are_the_floor_gemms():
-    inputs = bm.gemm_floor_inputs(TINY)
-    parts = bm.gemm_floor_parts(*inputs)
-    assert list(parts) == [gemm[0] for gemm in bm.FLOOR_GEMMS]
-    c2, dw1, dw2 = bm.gemm_floor_step()(*inputs)
-    for name, want in (("c2", c2), ("dw1", dw1), ("dw2", dw2)):
-        fn, args = parts[name]
-        np.testing.assert_allclose(fn(*args).numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_assert_same_result():
     spikes = np.array([[0.0, 1.0]])
     grads = [np.array([1.0, -2.0])]
-    assert bm.assert_same_result(spikes, spikes.copy(), grads, [g.copy() for g in grads]) == 0
+    assert bench.assert_same_result(spikes, spikes.copy(), grads, [g.copy() for g in grads]) == 0
     with pytest.raises(AssertionError, match="spikes differ .* at 1 of 2"):
-        bm.assert_same_result(spikes, np.array([[1.0, 1.0]]))
+        bench.assert_same_result(spikes, np.array([[1.0, 1.0]]))
     with pytest.raises(AssertionError, match="gradient 0"):
-        bm.assert_same_result(spikes, spikes, [np.array([1.0, -2.1])], grads)
+        bench.assert_same_result(spikes, spikes, [np.array([1.0, -2.1])], grads)
     with pytest.raises(AssertionError, match="gradient 0"):
-        bm.assert_same_result(spikes, spikes, [np.array([np.nan, -2.0])], grads)
+        bench.assert_same_result(spikes, spikes, [np.array([np.nan, -2.0])], grads)
     # Rounding-size differences pass.
-    assert bm.assert_same_result(spikes, spikes, [np.array([1.0, -2.0 + 1e-7])], grads) > 0
+    assert bench.assert_same_result(spikes, spikes, [np.array([1.0, -2.0 + 1e-7])], grads) > 0
+
+
+def test_interleaved_times_warms_up_then_takes_turns():
+    calls = []
+    record = {name: (lambda name=name: calls.append(name), ()) for name in ("a", "b", "c")}
+    messages = []
+    times = bench.interleaved_times(record, repeats=3, warmup=2, progress=messages.append,
+                                    label="tiny")
+    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3
+    assert list(times) == ["a", "b", "c"]
+    assert all(len(t) == 3 and all(s >= 0 for s in t) for t in times.values())
+    assert messages[0] == "tiny: warm-up a" and messages[-1] == "tiny: c 3/3"
+    calls.clear()
+    bench.interleaved_times(record, repeats=1, warmup=0)
+    assert calls == ["a", "b", "c"]  # no warm-up, no progress needed
 
 
 @needs_fused
@@ -110,7 +89,7 @@ def test_training_step_updates_weights():
 @needs_fused
 def test_model_step_table_and_format():
     messages = []
-    rows = bm.model_step_table((TINY,), repeats=2, warmup=1, progress=messages.append)
+    rows = bench.model_step_table((TINY,), repeats=2, warmup=1, progress=messages.append)
     assert [r["implementation"] for r in rows] == ["reference", "fused", "gemm-floor"]
     assert messages and all(isinstance(m, str) for m in messages)
     by_impl = {r["implementation"]: r for r in rows}
@@ -119,16 +98,27 @@ def test_model_step_table_and_format():
                     "vs_gemm_floor", "max_abs_diff", "spikes_equal"):
             assert key in row
         assert row["shape"] == "tiny" and row["step_ms"] > 0 and row["repeats"] == 2
-    assert by_impl["reference"]["speedup_vs_reference"] == 1.0
-    assert by_impl["reference"]["max_abs_diff"] == 0.0
+        assert 0 < row["min_ms"] <= row["step_ms"]  # the fastest call, the median
+    # Each ratio is of the medians in the rows: reference / this, this / floor.
+    floor_ms = by_impl["gemm-floor"]["step_ms"]
+    for row in rows:
+        assert row["speedup_vs_reference"] == pytest.approx(
+            by_impl["reference"]["step_ms"] / row["step_ms"])
+        assert row["vs_gemm_floor"] == pytest.approx(row["step_ms"] / floor_ms)
     assert by_impl["fused"]["spikes_equal"] is True
     assert by_impl["fused"]["max_abs_diff"] < 1e-5
     assert by_impl["gemm-floor"]["max_abs_diff"] is None
-    assert by_impl["gemm-floor"]["vs_gemm_floor"] == 1.0
-    table = bm.format_table(rows)
+    table = bench.format_table(rows)
     lines = table.splitlines()
     assert len(lines) == 2 + len(rows) + 2  # header, rule, rows, blank, what the floor is
-    assert lines[-1] == bm.FLOOR_NOTE
-    assert bm.format_table(rows[:2]).splitlines()[-1].startswith("tiny")  # no floor: no note
+    assert lines[-1] == bench.FLOOR_NOTE
+    assert bench.format_table(rows[:2]).splitlines()[-1].startswith("tiny")  # no floor: no note
     assert "implementation" in lines[0] and "fused" in table and "gemm-floor" in table
-    assert bm.format_table([]).count("\n") == 1  # header only
+    fused_line = next(line for line in lines if " fused " in line).split()
+    assert fused_line[:7] == ["tiny", "3", "5", "7", "6", "4", "fused"]
+    assert fused_line[7:10] == [f"{by_impl['fused']['step_ms']:.2f}",
+                                f"{by_impl['fused']['speedup_vs_reference']:.2f}x",
+                                f"{by_impl['fused']['vs_gemm_floor']:.2f}x"]
+    assert fused_line[10] == "yes"
+    assert lines[2 + len(rows) - 1].split()[-2:] == ["-", "-"]  # the floor: nothing checked
+    assert bench.format_table([]).count("\n") == 1  # header only

@@ -108,35 +108,90 @@ def test_compare_trains_both_from_the_same_weights(digits_npz, tmp_path, capsys)
                                rtol=1e-3)
 
 
-def test_training_dfa_end_to_end(digits_npz, tmp_path, capsys):
+@pytest.fixture
+def adam_rates(monkeypatch):
+    """The learning rate of every keras.optimizers.Adam created, in order."""
+    rates, real = [], keras.optimizers.Adam
+
+    def adam(*args, **kwargs):
+        optimizer = real(*args, **kwargs)
+        rates.append(float(optimizer.learning_rate.numpy()))
+        return optimizer
+
+    monkeypatch.setattr(keras.optimizers, "Adam", adam)
+    return rates
+
+
+def test_training_dfa_end_to_end(digits_npz, tmp_path, capsys, adam_rates):
+    """--learning-rate overrides DFA's default rate."""
     out = tmp_path / "out"
-    assert cli.main(_tiny(digits_npz, out, "--training", "dfa", "--verbose", "0")) == 0
+    assert cli.main(_tiny(digits_npz, out, "--training", "dfa", "--verbose", "0",
+                          "--learning-rate", "0.002")) == 0
     stdout = capsys.readouterr().out
     assert "== fused LIFLayer, trained by DFA" in stdout and "test accuracy" in stdout
+    assert "Adam 0.002 (--learning-rate)" in stdout
+    assert adam_rates == [pytest.approx(0.002)]
     summary = _summary(out)
     assert summary["config"]["training"] == "dfa"
+    assert summary["config"]["learning_rate"] == 0.002
+    assert summary["config"]["learning_rates"] == {"dfa": 0.002}
     assert list(summary["results"]) == ["fused dfa"]
     result = summary["results"]["fused dfa"]
     assert result["training"] == "dfa" and result["implementation"] == "fused"
+    assert result["learning_rate"] == 0.002
     assert 0.0 <= result["test_accuracy"] <= 1.0 and np.isfinite(result["history"]["loss"][0])
     assert summary["comparisons"] == {} and summary["speedup"] is None
 
 
-def test_training_both_compares_the_rules_side_by_side(digits_npz, tmp_path, capsys):
+def test_training_both_compares_the_rules_side_by_side(digits_npz, tmp_path, capsys,
+                                                       adam_rates):
     """Backprop and DFA from the same initial weights: the models differ only
-    in the rule (the first batch's forward pass, hence its loss, is the same)."""
+    in the rule (the first batch's forward pass, hence its loss, is the same).
+    Without --learning-rate each rule trains at its own default rate."""
     out = tmp_path / "out"
     assert cli.main(_tiny(digits_npz, out, "--training", "both", "--epochs", "2",
                           "--verbose", "0")) == 0
     stdout = capsys.readouterr().out
     assert "fused dfa" in stdout and "(fused: backprop / DFA median step)" in stdout
+    assert "Adam 0.001 (backprop's default; --learning-rate sets it)" in stdout
+    assert "Adam 0.003 (DFA's default; --learning-rate sets it)" in stdout
+    assert re.search(r"^Adam learning rate\s+0\.001\s+0\.003$", stdout, re.MULTILINE)
+    assert adam_rates == [pytest.approx(1e-3), pytest.approx(3e-3)]
     summary = _summary(out)
+    assert summary["config"]["learning_rate"] is None
+    assert summary["config"]["learning_rates"] == {"backprop": 1e-3, "dfa": 3e-3}
     assert list(summary["results"]) == ["fused", "fused dfa"]
     backprop, dfa = summary["results"]["fused"], summary["results"]["fused dfa"]
     assert (backprop["training"], dfa["training"]) == ("backprop", "dfa")
+    assert (backprop["learning_rate"], dfa["learning_rate"]) == (1e-3, 3e-3)
     step = summary["comparisons"]["backprop / DFA (fused)"]["training_step"]
     assert step == pytest.approx(backprop["median_step_ms"] / dfa["median_step_ms"])
     assert backprop["history"]["loss"] != dfa["history"]["loss"]  # the rules differ
+
+
+@pytest.mark.parametrize("training,given,expected", [
+    ("backprop", None, {"backprop": 1e-3}),
+    ("dfa", None, {"dfa": 3e-3}),
+    ("both", None, {"backprop": 1e-3, "dfa": 3e-3}),
+    ("backprop", "5e-4", {"backprop": 5e-4}),
+    ("dfa", "5e-4", {"dfa": 5e-4}),
+    ("both", "0.01", {"backprop": 0.01, "dfa": 0.01}),
+])
+def test_each_rule_has_its_own_default_learning_rate(training, given, expected):
+    """Backprop the seed's 1e-3, DFA 3e-3; --learning-rate sets every rule's."""
+    assert cli.DEFAULT_LEARNING_RATES == {"backprop": 1e-3, "dfa": 3e-3}
+    argv = ["train", "--training", training] + ([] if given is None else
+                                                ["--learning-rate", given])
+    args = cli.build_parser().parse_args(argv)
+    assert args.learning_rate == (None if given is None else float(given))
+    assert cli.learning_rates(args) == expected
+
+
+def test_learning_rate_help_names_both_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # as argparse wraps it, or not
+    assert "(default:0.001forbackprop,0.003fordfa:DFAlearnsmoreslowly)" in help_text
 
 
 def test_train_without_matplotlib_says_which_extra(digits_npz, tmp_path, capsys, monkeypatch):
@@ -152,7 +207,7 @@ def test_train_without_matplotlib_says_which_extra(digits_npz, tmp_path, capsys,
 def test_fused_unavailable_is_said_clearly(digits_npz, tmp_path, capsys, monkeypatch):
     def broken():
         raise fused_lif.FusedOpUnavailableError("cannot load the fused LIF op library: test")
-    monkeypatch.setattr(fused_lif.ops, "load_library", broken)
+    monkeypatch.setattr(fused_lif._library, "load_library", broken)
     assert cli.main(_tiny(digits_npz, tmp_path / "out")) == 1
     stderr = capsys.readouterr().err
     assert "cannot load the fused LIF op library" in stderr
@@ -226,7 +281,9 @@ def test_bench_with_the_real_helper(capsys):
 
 def test_bad_arguments_are_rejected(capsys):
     for argv in (["train", "--samples", "0"], ["train", "--validation-split", "1"],
-                 ["train", "--implementation", "cuda"], ["nonsense"]):
+                 ["train", "--implementation", "cuda"], ["train", "--learning-rate", "0"],
+                 ["train", "--learning-rate", "-1e-3"], ["train", "--learning-rate", "nan"],
+                 ["train", "--learning-rate", "inf"], ["nonsense"]):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         assert info.value.code == 2, argv
@@ -273,6 +330,10 @@ def test_help_and_argument_errors_answer_without_tensorflow():
     assert result == {"statuses": [0, 0, 0, 2, 2, 2], "tensorflow": False, "fused_lif": False}
     assert "--compare" in proc.stdout and "--repeats" in proc.stdout
     assert "must be a positive integer, got 0" in proc.stderr
+    # Every help (the three --help, and no command's) says that this console
+    # script is the fast way, not python -m.
+    help_text = "".join(proc.stdout.split())  # as argparse wraps it, or not
+    assert help_text.count("".join(cli.SLOW_START_NOTE.split())) == 4
 
 
 def test_importing_the_library_leaves_logging_settings_alone():
@@ -360,16 +421,16 @@ def test_train_reports_input_and_hidden_spike_densities(digits_npz, tmp_path, ca
 def test_spike_input_option_reaches_both_layers(digits_npz, tmp_path, capsys, monkeypatch):
     """--spike-input on: both LIF layers compute their currents with
     spike_matmul (counted as traced), and the run's configuration says so."""
-    from fused_lif import layer as layer_module
+    from fused_lif import spikes as spikes_module
 
     calls = []
-    real = layer_module.spike_matmul
+    real = spikes_module.spike_matmul
 
     def counting(x, w):
         calls.append(tuple(w.shape))
         return real(x, w)
 
-    monkeypatch.setattr(layer_module, "spike_matmul", counting)
+    monkeypatch.setattr(spikes_module, "spike_matmul", counting)
     out = tmp_path / "out"
     assert cli.main(_tiny(digits_npz, out, "--spike-input", "on", "--raster-digits", "0")) == 0
     capsys.readouterr()
@@ -380,3 +441,64 @@ def test_spike_input_option_reaches_both_layers(digits_npz, tmp_path, capsys, mo
     calls.clear()
     assert cli.main(_tiny(digits_npz, tmp_path / "dense", "--raster-digits", "0")) == 0
     assert calls == []  # the default stays dense
+
+
+# -------------------------------------------------------------- --model ----
+
+def test_model_conv_compares_fused_and_reference_neurons(digits_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--model", "conv", "--compare", "--verbose", "0")) == 0
+    stdout = capsys.readouterr().out
+    assert "spiking CNN" in stdout and "== fused LIF:" in stdout
+    summary = _summary(out)
+    assert summary["config"]["model"] == "conv"
+    assert [r["model"] for r in summary["results"].values()] == ["conv", "conv"]
+    assert summary["speedup"]["training_step"] > 0
+    fused, reference = (summary["results"][k] for k in ("fused", "reference"))
+    # The same weights, data and batch order: the same losses, to rounding.
+    np.testing.assert_allclose(fused["history"]["loss"], reference["history"]["loss"], rtol=1e-4)
+    assert 0 < fused["hidden_spike_density"] < 1
+
+
+def test_model_conv_refuses_dfa_saying_why(digits_npz, tmp_path, capsys):
+    assert cli.main(_tiny(digits_npz, tmp_path / "out", "--model", "conv",
+                          "--training", "dfa")) == 2
+    assert "--model conv trains by backprop only" in capsys.readouterr().err
+
+
+def test_model_recurrent_trains_beside_its_feedforward_twin(digits_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(_tiny(digits_npz, out, "--model", "recurrent", "--verbose", "0",
+                          "--hidden-units", "16")) == 0
+    stdout = capsys.readouterr().out
+    assert "rows as time steps, T=28" in stdout and "LIFLayer, no recurrence" in stdout
+    summary = _summary(out)
+    results = summary["results"]
+    assert list(results) == ["fused", "feedforward"]
+    assert [r["model"] for r in results.values()] == ["recurrent", "feedforward"]
+    assert results["fused"]["input_spike_density"] is None  # pixel rows are not spikes
+    assert summary["config"]["model"] == "recurrent"
+
+
+def test_model_recurrent_refuses_spike_input_on(digits_npz, tmp_path, capsys):
+    assert cli.main(_tiny(digits_npz, tmp_path / "out", "--model", "recurrent",
+                          "--spike-input", "on")) == 2
+    assert "pixel rows, not spikes" in capsys.readouterr().err
+
+
+def test_runs_per_model():
+    from fused_lif import experiment
+
+    def config(**kw):
+        return types.SimpleNamespace(**dict(dict(compare=False, implementation="fused",
+                                                 training="backprop", model="mlp"), **kw))
+
+    assert experiment.runs(config()) == {"fused": ("fused", "backprop", "mlp")}
+    assert experiment.runs(config(model="recurrent", compare=True, training="both")) == {
+        "fused": ("fused", "backprop", "recurrent"),
+        "reference": ("reference", "backprop", "recurrent"),
+        "feedforward": ("fused", "backprop", "feedforward"),
+        "fused dfa": ("fused", "dfa", "recurrent"),
+        "reference dfa": ("reference", "dfa", "recurrent"),
+        "feedforward dfa": ("fused", "dfa", "feedforward"),
+    }

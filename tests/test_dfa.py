@@ -10,9 +10,9 @@ import tensorflow as tf
 
 import fused_lif
 from fused_lif import DFAModel, LIFLayer
-from fused_lif import layer as layer_module
+from fused_lif import dfa as dfa_module
 
-from conftest import assert_close_scaled, run_python
+from conftest import assert_close_scaled
 
 
 def spike_input(shape, seed=0, rate=0.4):
@@ -45,6 +45,15 @@ def lif_layers(model):
     return [layer for layer in model.layers if isinstance(layer, LIFLayer)]
 
 
+def projected_currents(h, layer):
+    """LIFLayer's projection, h [batch, time, features] @ layer.w, written here
+    again on purpose: the oracle and the by-hand composition below check the
+    layer against plain TensorFlow, so they must not run the layer's own code."""
+    batch, time, features = h.shape
+    return tf.reshape(tf.matmul(tf.reshape(h, [-1, features]), layer.w),
+                      [batch, time, layer.units])
+
+
 def oracle_gradients(model, x, y):
     """The DFA update written independently, in plain TensorFlow autodiff on
     the reference scan: stop_gradient between layers, and for each DFA layer
@@ -57,10 +66,7 @@ def oracle_gradients(model, x, y):
     with tf.GradientTape(persistent=True) as tape:
         h, hidden_spikes, rates = tf.constant(x), [], []
         for layer in layers:
-            h_in = tf.stop_gradient(h)
-            features = h_in.shape[-1]
-            currents = tf.reshape(tf.matmul(tf.reshape(h_in, [-1, features]), layer.w),
-                                  [h_in.shape[0], h_in.shape[1], layer.units])
+            currents = projected_currents(tf.stop_gradient(h), layer)
             tau = layer.tau if layer.tau_weight is None else tf.convert_to_tensor(layer.tau_weight)
             threshold = (layer.threshold if layer.threshold_weight is None
                          else tf.convert_to_tensor(layer.threshold_weight))
@@ -217,9 +223,7 @@ def test_seed_model_is_unchanged_without_output_units():
     with tf.GradientTape() as tape:
         h = tf.constant(x)
         for layer in lif_layers(model):
-            currents = tf.reshape(tf.matmul(tf.reshape(h, [-1, h.shape[-1]]), layer.w),
-                                  [6, 8, layer.units])
-            h = fused_lif.lif_scan(currents, bias=layer.b)
+            h = fused_lif.lif_scan(projected_currents(h, layer), bias=layer.b)
         loss_by_hand = tf.reduce_mean(fused_lif.spike_categorical_crossentropy(y, h))
     by_hand = tape.gradient(loss_by_hand, model.trainable_weights)
     np.testing.assert_array_equal(out.numpy(), h.numpy())
@@ -229,7 +233,7 @@ def test_seed_model_is_unchanged_without_output_units():
 
 
 def test_plain_model_with_dfa_layers_trains_by_backprop_and_warns_once(monkeypatch):
-    monkeypatch.setattr(layer_module, "_warned_dfa", False)
+    monkeypatch.setattr(dfa_module, "_warned_dfa", False)
     dfa = build_network((20, 16, 5), 12)
     plain = compiled(keras.Model(dfa.input, dfa.output))
     x, y = spike_input((16, 12, 20), seed=2), labels(16, 5)
@@ -247,7 +251,7 @@ def test_plain_model_with_dfa_layers_trains_by_backprop_and_warns_once(monkeypat
     assert all(np.any(g.numpy() != 0) for g in grads)
     _, dfa_grads = compiled(dfa).dfa_gradients(x, y)
     assert not np.allclose(grads[0].numpy(), dfa_grads[0].numpy())
-    monkeypatch.setattr(layer_module, "_warned_dfa", False)
+    monkeypatch.setattr(dfa_module, "_warned_dfa", False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dfa.fit(x, y, batch_size=8, epochs=1, verbose=0)  # DFAModel: no warning
@@ -264,13 +268,8 @@ def test_create_snn_model_dfa():
         fused_lif.create_snn_model(30, 16, 4, 8, training="hebbian")
 
 
-def test_mirrored_strategy_step_matches_single_device():
-    out = run_python("""
-        import numpy as np, tensorflow as tf, keras
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import fused_lif
+def test_mirrored_strategy_step_matches_single_device(run_on_two_cpus):
+    out = run_on_two_cpus("""
         x = (np.random.default_rng(0).random((16, 8, 10)) < 0.5).astype(np.float32)
         y = np.eye(3, dtype=np.float32)[np.arange(16) % 3]
 
@@ -286,7 +285,6 @@ def test_mirrored_strategy_step_matches_single_device():
 
         weights, expected = one_step()
         assert all(np.any(d != 0) for d in expected[:2])  # the hidden layer learned
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             _, got = one_step(weights)
         for g, e in zip(got, expected):
@@ -348,10 +346,29 @@ def test_bad_dfa_networks_are_refused(index):
         DFAModel(inputs, outputs)
 
 
-def test_frozen_non_lif_layer_is_allowed():
+def test_frozen_non_lif_layer_is_allowed_and_stays_fixed():
+    """A frozen Dense between the LIF layers is accepted, gets no update, and
+    the LIF layers around it still train."""
     inputs, outputs = dense_between()
     keras.Model(inputs, outputs).get_layer("dense").trainable = False
-    DFAModel(inputs, outputs)
+    model = compiled(DFAModel(inputs, outputs), keras.optimizers.SGD(learning_rate=1.0))
+    dense = model.get_layer("dense")
+    lif_weights = [v.path for layer in lif_layers(model) for v in layer.trainable_weights]
+    assert len(lif_weights) == 4 and not dense.trainable_weights
+    assert [v.path for v in model.trainable_weights] == lif_weights
+    x, y = spike_input((8, 6, 10), seed=2), labels(8, 3)
+    _, gradients = model.dfa_gradients(x, y)
+    assert len(gradients) == 4
+    for variable, gradient in zip(model.trainable_weights, gradients):
+        assert np.all(np.isfinite(gradient.numpy())), variable.path
+        assert np.any(gradient.numpy() != 0), variable.path
+    frozen = [v.numpy() for v in dense.weights]
+    before = [v.numpy() for v in model.trainable_weights]
+    model.train_on_batch(x, y)
+    for variable, old in zip(dense.weights, frozen):
+        np.testing.assert_array_equal(variable.numpy(), old)
+    for variable, old in zip(model.trainable_weights, before):
+        assert np.any(variable.numpy() != old), variable.path
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

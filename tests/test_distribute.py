@@ -1,6 +1,6 @@
-"""Training across processes: the README's MultiWorkerMirroredStrategy
-example, run as two workers on 127.0.0.1, against one process training on
-the same global batches."""
+"""Training across processes: the MultiWorkerMirroredStrategy example of
+docs/usage.md, run as two workers on 127.0.0.1, against one process training
+on the same global batches."""
 
 import json
 import os
@@ -12,15 +12,15 @@ import sys
 import numpy as np
 import pytest
 
-README = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "README.md")
+USAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "usage.md")
 TIMEOUT_S = 300
 
 
 def readme_example(marker):
-    """The python block after `<!-- marker -->` in the README."""
-    text = open(README).read()
+    """The python block after `<!-- marker -->` in docs/usage.md."""
+    text = open(USAGE).read()
     match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"no python block after <!-- {marker} --> in README.md"
+    assert match, f"no python block after <!-- {marker} --> in docs/usage.md"
     return match.group(1)
 
 

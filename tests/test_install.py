@@ -12,7 +12,7 @@ from conftest import run_python
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from fused_lif import _build_info, ops
+from fused_lif import _build_info, _library, ops
 
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu")
 
@@ -33,7 +33,7 @@ def test_installed_package_requires_the_tensorflow_minor_it_was_built_for():
 def test_load_error_names_both_tensorflow_versions(monkeypatch):
     other = "2.16.2" if minor(tf.__version__) != "2.16" else "2.21.0"
     monkeypatch.setattr(_build_info, "TF_VERSION", other)
-    msg = ops._explain(ops.library_path(), OSError("undefined symbol: _ZN10tensorflow"))
+    msg = _library._explain(_library.library_path(), OSError("undefined symbol: _ZN10tensorflow"))
     assert f"built for TensorFlow {other}, but TensorFlow {tf.__version__} is running" in msg, msg
     assert "undefined symbol" in msg, msg
     assert f"wheel built for TensorFlow {minor(tf.__version__)} " in msg, msg
@@ -42,7 +42,7 @@ def test_load_error_names_both_tensorflow_versions(monkeypatch):
 
 def test_load_error_for_the_same_tensorflow_does_not_blame_the_version(monkeypatch):
     monkeypatch.setattr(_build_info, "TF_VERSION", tf.__version__)
-    msg = ops._explain(ops.library_path(), OSError("some other failure"))
+    msg = _library._explain(_library.library_path(), OSError("some other failure"))
     assert "It was built for TensorFlow" not in msg, msg
     assert "some other failure" in msg and "Rebuild" in msg, msg
 

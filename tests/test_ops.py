@@ -263,10 +263,6 @@ def test_registered_gradient_for_forward_op():
     assert "While" not in types and "StatelessWhile" not in types
 
 
-def test_library_is_loaded_once():
-    assert ops.load_library() is ops.load_library()
-
-
 def test_reference_empty_time_axis_unknown_statically():
     fn = tf.function(lambda x: reference.lif_scan(x),
                      input_signature=[tf.TensorSpec([None, None, 4], tf.float32)])
@@ -413,51 +409,6 @@ def test_layer_fused_matches_reference_on_every_device(device):
     np.testing.assert_array_equal(outputs["fused"][0], outputs["reference"][0])
     for got, want in zip(outputs["fused"][1], outputs["reference"][1]):
         assert_close_scaled(got, want, 2e-5)
-
-
-def test_unusable_gpu_falls_back_with_one_warning_or_raises(monkeypatch):
-    """A GPU that the kernels cannot run on (no image for its architecture):
-    "auto" falls back to the reference with one warning that says why and how
-    to rebuild; "fused" raises FusedOpUnavailableError with the same words.
-    (Simulated: the library's answer about the GPUs is set.)"""
-    from fused_lif import _build_info, layer
-
-    if not _build_info.WITH_CUDA:
-        pytest.skip("CPU-only build: no GPU kernels to check")
-    why = ("fused-lif: the CUDA kernels cannot run on GPU 0 (compute capability 7.0): no kernel "
-           "image is available for execution on the device (cudaErrorNoKernelImageForDevice). "
-           "This build has CUDA code for architectures 80-real. Rebuild for this GPU: ... "
-           "-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=70-real .")
-    monkeypatch.setattr(ops, "_gpu_problem", why)
-    monkeypatch.setattr(layer, "_warned_fallback", False)
-    with pytest.warns(RuntimeWarning) as caught:
-        assert layer.resolve_implementation("auto") is reference
-        assert layer.resolve_implementation("auto") is reference
-    assert len(caught) == 1 and why in str(caught[0].message), [str(w.message) for w in caught]
-    assert "falls back" in str(caught[0].message)
-    with pytest.raises(fused_lif.FusedOpUnavailableError, match="CMAKE_CUDA_ARCHITECTURES=70-real"):
-        layer.resolve_implementation("fused")
-    with pytest.raises(fused_lif.FusedOpUnavailableError, match="compute capability 7.0"):
-        fused_lif.lif_scan(make_currents((1, 2, 3)))
-
-
-def test_gpu_check_asks_the_library_about_each_visible_gpu(monkeypatch):
-    """The path from ops.check_gpus to the library's device check, on a
-    machine without a GPU: TensorFlow is made to report GPU 0, the library
-    finds none it can run on and says why, naming the architectures built."""
-    from fused_lif import _build_info
-
-    if not _build_info.WITH_CUDA or has_gpu():
-        pytest.skip("needs a CUDA build on a machine without a GPU")
-    monkeypatch.setattr(tf.config, "list_logical_devices", lambda device_type=None: (
-        [tf.config.LogicalDevice("/device:GPU:0", "GPU")] if device_type == "GPU" else []))
-    monkeypatch.setattr(tf.config, "get_visible_devices", lambda device_type=None: (
-        [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")] if device_type == "GPU" else []))
-    monkeypatch.setattr(ops, "_gpu_problem", None)
-    with pytest.raises(fused_lif.FusedOpUnavailableError,
-                       match=r"cannot run on GPU 0 \(compute capability") as raised:
-        ops.check_gpus()
-    assert _build_info.CUDA_ARCHITECTURES in str(raised.value)
 
 
 def test_unused_pre_reset_membrane_costs_no_check_per_step():

@@ -266,17 +266,17 @@ def with_value(shape, index, value):
 
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(recurrent_kernel=np.zeros((4, 5), np.float32)), ValueError,
-     r"recurrent_kernel must have shape \[neurons, neurons\] = \[4, 4\], got shape \(4, 5\)"),
+     r"recurrent_kernel must have shape \[neurons, neurons\] = \[4, 4\], got \(4, 5\)"),
     (dict(recurrent_kernel=np.zeros((4, 4), np.int32)), TypeError,
      "recurrent_kernel must be a float tensor, got int32"),
     (dict(initial_spikes=np.zeros((2, 5), np.float32)), ValueError,
      r"initial_spikes must have shape \[batch, neurons\] = \(2, 4\), got \(2, 5\)"),
     (dict(initial_spikes=np.array([["a"] * 4] * 2)), TypeError,
      "initial_spikes must be a float, integer or bool tensor, got string"),
-    (dict(initial_spikes=with_value((2, 4), (1, 2), 0.5)), tf.errors.InvalidArgumentError,
-     r"initial_spikes must be binary \(every value 0 or 1\), got 0.5 at \[1, 2\]"),
-    (dict(initial_spikes=with_value((2, 4), (0, 3), -1.0)), tf.errors.InvalidArgumentError,
-     r"initial_spikes must be binary \(every value 0 or 1\), got -1 at \[0, 3\]"),
+    (dict(initial_spikes=with_value((2, 4), (1, 2), 0.5)), ValueError,
+     r"initial_spikes must be 0 or 1, got 0.5 at \[1, 2\]"),
+    (dict(initial_spikes=with_value((2, 4), (0, 3), -1.0)), ValueError,
+     r"initial_spikes must be 0 or 1, got -1.0 at \[0, 3\]"),
     (dict(tau=0.5), ValueError, "tau must be finite and >= 1"),
     (dict(threshold=float("nan")), ValueError, "threshold must not be NaN"),
     (dict(surrogate="relu"), ValueError, "surrogate must be one of"),
@@ -331,6 +331,20 @@ def test_backward_op_validates_at_entry(device):
                        match=r"recurrent_kernel must have shape \[neurons, neurons\] = \[4, 4\]"):
         library.fused_lif_recurrent_lif_backward(X, state, X, state, np.zeros((4, 3), np.float32),
                                                  0.0, 0.5, 1.0)
+
+
+def test_non_binary_initial_spikes_in_a_graph_are_refused_when_it_runs(device):
+    """Values unknown until run time (a tf.function's argument): the op
+    refuses them at entry, naming the value and its [row, col]."""
+    @tf.function
+    def scan(initial_spikes):
+        return fused_lif.recurrent_lif_scan(X, R4, initial_spikes=initial_spikes)
+
+    scan(tf.constant(with_value((2, 4), (1, 2), 1.0)))  # binary: runs
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"initial_spikes must be binary \(every value 0 or 1\), got 0.5 at "
+                             r"\[1, 2\]"):
+        scan(tf.constant(with_value((2, 4), (1, 2), 0.5)))
 
 
 def test_tau_out_of_range_in_a_graph_is_refused_when_it_runs():

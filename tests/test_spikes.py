@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import fused_lif
-from fused_lif import layer as layer_module
+from fused_lif import spikes as spikes_module
 
 pytestmark = pytest.mark.skipif(not fused_lif.is_available(),
                                 reason="the fused op library is not built")
@@ -362,11 +362,11 @@ def test_layer_spike_input_true_rejects_non_binary_input():
 
 
 def test_layer_auto_routes_non_binary_and_dense_input_to_the_dense_matmul(monkeypatch):
-    units = layer_module.SPIKE_MIN_UNITS
+    units = spikes_module.SPIKE_MIN_UNITS
     dense, auto = layer_pair("auto", features=30, units=units)
     calls = []
-    real = layer_module.spike_matmul
-    monkeypatch.setattr(layer_module, "spike_matmul",
+    real = spikes_module.spike_matmul
+    monkeypatch.setattr(spikes_module, "spike_matmul",
                         lambda x, w: calls.append(1) or real(x, w))
     rng = np.random.default_rng(13)
     non_binary = rng.normal(size=(3, 7, 30)).astype(np.float32)
@@ -385,7 +385,7 @@ def sparse_runs(monkeypatch):
     """A list that gets an entry each time the layer's spike_matmul RUNS (a
     py_function in its branch: a traced but untaken tf.cond branch adds none)."""
     runs = []
-    real = layer_module.spike_matmul
+    real = spikes_module.spike_matmul
 
     def counted(x, w):
         out = real(x, w)
@@ -393,12 +393,12 @@ def sparse_runs(monkeypatch):
         with tf.control_dependencies([mark]):
             return tf.identity(out)
 
-    monkeypatch.setattr(layer_module, "spike_matmul", counted)
+    monkeypatch.setattr(spikes_module, "spike_matmul", counted)
     return runs
 
 
 def test_layer_auto_in_graph_picks_when_the_step_runs(sparse_runs):
-    layer = fused_lif.LIFLayer(layer_module.SPIKE_MIN_UNITS + 6, spike_input="auto")
+    layer = fused_lif.LIFLayer(spikes_module.SPIKE_MIN_UNITS + 6, spike_input="auto")
     layer.build((None, None, 30))
     dense = fused_lif.LIFLayer.from_config({**layer.get_config(), "spike_input": False})
     dense.build((None, None, 30))
@@ -437,7 +437,7 @@ def test_layer_auto_gradients_in_tf_function(density, sparse_runs):
 
 
 def test_layer_auto_narrow_layer_is_dense_without_measuring():
-    layer = fused_lif.LIFLayer(layer_module.SPIKE_MIN_UNITS - 1, spike_input="auto")
+    layer = fused_lif.LIFLayer(spikes_module.SPIKE_MIN_UNITS - 1, spike_input="auto")
     f = tf.function(layer)
     types = {op.type for op in f.get_concrete_function(
         tf.TensorSpec([None, 7, 30])).graph.get_operations()}

@@ -4,6 +4,8 @@ CPU or CUDA kernel.
 
     import fused_lif
     layer = fused_lif.LIFLayer(128)                 # the seed's layer, fused
+    spikes = fused_lif.LIF()(currents)              # LIF neurons on [batch, time, ...]
+    conv = fused_lif.TimeFolded(keras.layers.Conv2D(16, 3))  # any layer, time folded
     spikes = fused_lif.lif_scan(currents)           # [batch, time, neurons]
     spikes = fused_lif.reference.lif_scan(currents) # the tf.while_loop ground truth
     current = fused_lif.spike_matmul(spikes2d, w)   # binary spikes @ w, zeros skipped
@@ -14,14 +16,17 @@ CPU or CUDA kernel.
 from . import reference
 from .dfa import DFAModel
 from .encoding import rate_encode, rate_encode_tf
-from .layer import IMPLEMENTATIONS, LIFLayer, MinValue
+from ._library import IMPLEMENTATIONS, FusedOpUnavailableError, is_available
+from .folding import TimeFolded
+from .layer import LIFLayer
+from .neurons import LIF, MinValue
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
 from .models import create_snn_model
-from .ops import FusedOpUnavailableError, is_available, lif_scan
+from .ops import lif_scan
 from .recurrent import recurrent_lif_scan
 from .spikes import spike_density, spike_matmul
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Register the ops with TensorFlow now, so that graphs that use them (a
 # SavedModel, a .keras file) load after a plain `import fused_lif`. A library
@@ -32,6 +37,7 @@ __all__ = [
     "DFAModel",
     "FusedOpUnavailableError",
     "IMPLEMENTATIONS",
+    "LIF",
     "LIFLayer",
     "MinValue",
     "create_snn_model",
@@ -45,4 +51,5 @@ __all__ = [
     "spike_categorical_crossentropy",
     "spike_density",
     "spike_matmul",
+    "TimeFolded",
 ]

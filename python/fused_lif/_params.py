@@ -158,3 +158,42 @@ def checked_at_run_time(decay, threshold):
         return decay, threshold
     with tf.control_dependencies(checks):
         return tf.identity(decay), tf.identity(threshold)
+
+
+def to_recurrent_kernel(kernel, currents):
+    """The recurrent kernel [neurons, neurons] as float32 (rows presynaptic)."""
+    kernel = tf.convert_to_tensor(kernel)
+    if not kernel.dtype.is_floating:
+        raise TypeError(f"recurrent_kernel must be a float tensor, got {kernel.dtype.name}")
+    kernel = tf.cast(kernel, tf.float32)
+    neurons = currents.shape[-1]
+    if not kernel.shape.is_compatible_with([neurons, neurons]):
+        raise ValueError(f"recurrent_kernel must have shape [neurons, neurons] = "
+                         f"[{neurons}, {neurons}], got {kernel.shape}")
+    return kernel
+
+
+def to_initial_spikes(initial, currents):
+    """The spikes s[-1] [batch, neurons] as float32 (zeros if None); values
+    known now must be 0 or 1 (a graph's are checked by the scans when they
+    run)."""
+    shape = tf.shape(currents)
+    if initial is None:
+        return tf.zeros(tf.stack([shape[0], shape[2]]), tf.float32)
+    initial = tf.convert_to_tensor(initial)
+    if not (initial.dtype.is_floating or initial.dtype.is_integer or initial.dtype == tf.bool):
+        raise TypeError(f"initial_spikes must be a float, integer or bool tensor, got "
+                        f"{initial.dtype.name}")
+    initial = tf.cast(initial, tf.float32)
+    expected = tf.TensorShape([currents.shape[0], currents.shape[2]])
+    if not initial.shape.is_compatible_with(expected):
+        raise ValueError(
+            f"initial_spikes must have shape [batch, neurons] = {expected}, got {initial.shape}")
+    known = _concrete(initial)
+    if known is not None:
+        bad = np.argwhere((known != 0) & (known != 1))
+        if bad.size:
+            row, col = bad[0]
+            raise ValueError(f"initial_spikes must be 0 or 1, got {known[row, col]} at "
+                             f"[{row}, {col}]")
+    return initial

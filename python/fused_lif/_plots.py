@@ -49,18 +49,19 @@ def plot_curves(Figure, results, path):
     fig.savefig(path, dpi=110)
 
 
-def plot_raster(Figure, model, implementation, images, labels, time_steps, max_rate, seed, path):
-    """Input, hidden and output spikes of a few digits; predicted vs true class."""
+def plot_raster(Figure, model, implementation, images, labels, spikes_in, path):
+    """Input, hidden and output spikes of a few digits (`spikes_in`: the
+    model's inputs for `images`); predicted vs true class."""
     import keras
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    from .encoding import rate_encode
+    from .experiment import hidden_probe
 
-    spikes_in = rate_encode(images.reshape(len(images), -1), time_steps, max_rate,
-                            seed=seed + 1)
-    probe = keras.Model(model.inputs, [model.get_layer("hidden_layer").output, model.output])
+    probe = keras.Model(model.inputs, [hidden_probe(model).output, model.output])
     hidden, output = (np.asarray(a) for a in probe.predict(spikes_in, verbose=0))
+    hidden = hidden.reshape(*hidden.shape[:2], -1)  # [digits, time, neurons]
+    time_steps = spikes_in.shape[1]
     k = len(images)
     fig = Figure(figsize=(12, 2.3 * k), layout="constrained")
     axes = fig.subplots(k, 4, squeeze=False, width_ratios=[1, 2, 2, 1.3])
@@ -72,7 +73,7 @@ def plot_raster(Figure, model, implementation, images, labels, time_steps, max_r
             axes[i, 0].imshow(images[i].reshape(side, side), cmap="gray_r")
         axes[i, 0].set_title(f"label {labels[i]}, predicted {predicted}", fontsize=9)
         axes[i, 0].axis("off")
-        for ax, spikes, title in ((axes[i, 1], spikes_in[i], "input spikes"),
+        for ax, spikes, title in ((axes[i, 1], spikes_in[i] > 0, "input"),
                                   (axes[i, 2], hidden[i], "hidden layer spikes"),
                                   (axes[i, 3], output[i], "output spikes")):
             t, n = np.nonzero(spikes)
@@ -99,6 +100,7 @@ def write_figures(Figure, models, results, raw_test, config):
     one's on config.raster_digits test digits (raw_test: (x, y) as loaded), in
     config.out. Returns the paths written."""
     from .data import preprocess
+    from .experiment import encode_inputs
 
     path = os.path.join(config.out, CURVES_FILE)
     plot_curves(Figure, results, path)
@@ -108,7 +110,8 @@ def write_figures(Figure, models, results, raw_test, config):
     if k:
         path = os.path.join(config.out, RASTER_FILE)
         shown = next(iter(models))
-        plot_raster(Figure, models[shown], shown, preprocess(x_test[:k], y_test[:k])[0],
-                    y_test[:k], config.time_steps, config.max_rate, config.seed, path)
+        images = preprocess(x_test[:k], y_test[:k])[0]
+        plot_raster(Figure, models[shown], shown, images, y_test[:k],
+                    encode_inputs(config, images, config.seed + 1), path)
         files.append(path)
     return files

@@ -24,6 +24,16 @@ EXAMPLES_EXTRA = 'pip install "fused-lif[examples]"'
 SUMMARY_FILE = "summary.json"
 # The seed model at its own shape and at T = 1,000: under a minute on 2 cores.
 BENCH_SHAPES = ("seed", "long")
+# Adam's learning rate for each training rule when --learning-rate is not given:
+# backprop the seed notebook's; DFA learns more slowly, and at the seed's rate
+# it is still climbing after the seed's 10 epochs (the DFA documentation has
+# the accuracies of both rules at both rates).
+DEFAULT_LEARNING_RATES = {"backprop": 1e-3, "dfa": 3e-3}
+# Says where `python -m fused_lif --help` spends its seconds, and what is fast.
+SLOW_START_NOTE = (
+    "`python -m fused_lif` imports the fused_lif package, and with it TensorFlow (seconds), "
+    "before it reads its arguments: the package registers its ops at import. The `fused-lif` "
+    "console script runs the same command and answers --help and argument errors at once.")
 # TensorFlow's C++ log level for the commands: 3 hides its INFO, WARNING and
 # ERROR lines (the oneDNN, CUDA-driver and CPU-feature notices, and the
 # `failed call to cuInit` of a machine without a GPU, which reads as a failure).
@@ -52,6 +62,13 @@ def _non_negative_int(text):
     return value
 
 
+def _positive_float(text):
+    value = float(text)
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _fraction(text):
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -62,7 +79,8 @@ def _fraction(text):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fused-lif",
-        description="Fused leaky integrate-and-fire layers for TensorFlow/Keras.")
+        description="Fused leaky integrate-and-fire layers for TensorFlow/Keras.",
+        epilog=SLOW_START_NOTE)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser(
@@ -72,7 +90,15 @@ def build_parser():
             "The seed notebook's experiment: MNIST digits (flattened, scaled to [0, 1]) rate-"
             "coded into spike trains, a 784-128-10 LIF network trained with Adam on the "
             "spike-count cross-entropy, with a validation split; then evaluated on held-out "
-            "test digits. Writes training curves, a spike raster and summary.json to --out."))
+            "test digits. Writes training curves, a spike raster and summary.json to --out."),
+        epilog=SLOW_START_NOTE)
+    train.add_argument("--model", choices=("mlp", "conv", "recurrent"), default="mlp",
+                       help="mlp (default): the seed's 784-128-10 LIF network; conv: a spiking "
+                            "CNN (TimeFolded Conv2D, LIF, max pooling, twice; a LIFLayer "
+                            "readout) on the same spike trains; recurrent: row-sequential "
+                            "digits (28 steps of 28-pixel rows) into a recurrent LIF hidden "
+                            "layer and a LIF readout, trained beside the same network "
+                            "without recurrence ('feedforward')")
     train.add_argument("--implementation", choices=("fused", "reference"), default="fused",
                        help="LIFLayer implementation to train (default: fused)")
     train.add_argument("--compare", action="store_true",
@@ -81,8 +107,7 @@ def build_parser():
     train.add_argument("--training", choices=("backprop", "dfa", "both"), default="backprop",
                        help="training rule: backprop (default), dfa (direct feedback "
                             "alignment: fused_lif.DFAModel), or both side by side from the "
-                            "same initial weights (DFA needs a larger --learning-rate, e.g. "
-                            "3e-3, to match backprop in 10 epochs)")
+                            "same initial weights, each at its own default --learning-rate")
     train.add_argument("--spike-input", choices=("off", "on", "auto"), default="off",
                        help="LIFLayer(spike_input=...) for both layers: off (default: dense "
                             "input matmuls, bit-identical to the seed), on (binary-spike "
@@ -103,7 +128,11 @@ def build_parser():
     train.add_argument("--max-rate", type=float, default=0.8,
                        help="spike probability per step of a white pixel (default: 0.8)")
     train.add_argument("--hidden-units", type=_positive_int, default=128, help="(default: 128)")
-    train.add_argument("--learning-rate", type=float, default=1e-3, help="Adam (default: 1e-3)")
+    train.add_argument("--learning-rate", type=_positive_float, default=None,
+                       help="Adam's learning rate for every run (default: "
+                            + ", ".join(f"{rate:g} for {rule}" for rule, rate
+                                        in DEFAULT_LEARNING_RATES.items())
+                            + ": DFA learns more slowly)")
     train.add_argument("--seed", type=int, default=0,
                        help="seed for weights, rate coding and shuffling (default: 0)")
     train.add_argument("--data", metavar="PATH.npz", default=None,
@@ -124,7 +153,8 @@ def build_parser():
         description="Times a training step of the seed model with the fused and the reference "
                     "LIFLayer, and the GEMM floor (the 5 matrix products a step runs, one "
                     "after the other: what any step must pay), and prints a table; "
-                    "\"vs GEMM floor\" is step / floor (benchmarks/ has the full suite).")
+                    "\"vs GEMM floor\" is step / floor (benchmarks/ has the full suite).",
+        epilog=SLOW_START_NOTE)
     bench.add_argument("--shapes", nargs="+", metavar="NAME", default=list(BENCH_SHAPES),
                        help="seed (B=32, T=20), "
                             "medium, large, long (T=1000) (default: %(default)s)")
@@ -191,10 +221,10 @@ def _startup_notices_hidden():
 
 
 def _fused_library_loads():
-    from fused_lif import FusedOpUnavailableError, ops
+    from fused_lif import FusedOpUnavailableError, _library
 
     try:
-        ops.load_library()
+        _library.load_library()
     except FusedOpUnavailableError as e:
         _err(str(e))
         _err("fused-lif train: the fused op library cannot load, so the fused layer cannot "
@@ -215,25 +245,48 @@ def _figure_class():
     return Figure
 
 
-def _data_line(data, args):
+def _data_line(data, args, experiment):
+    coding = ("rows as time steps, T=28" if args.model == "recurrent" else
+              f"rate coding T={args.time_steps}, max_rate={args.max_rate}")
     return (f"MNIST from {data.source}: {data.n_train} training / {data.n_validation} "
-            f"validation / {data.n_test} test digits; rate coding T={args.time_steps}, "
-            f"max_rate={args.max_rate}; {data.input_dim}-{args.hidden_units}-10 LIF network")
+            f"validation / {data.n_test} test digits; {coding}; "
+            + experiment.MODELS[args.model].format(hidden=args.hidden_units))
+
+
+def learning_rates(args):
+    """{training rule: Adam's learning rate} for the rules the train command
+    runs: --learning-rate for every rule when given, else each rule's
+    DEFAULT_LEARNING_RATES."""
+    rules = ("backprop", "dfa") if args.training == "both" else (args.training,)
+    return {rule: DEFAULT_LEARNING_RATES[rule] if args.learning_rate is None
+            else args.learning_rate for rule in rules}
+
+
+def _rate_words(args, training):
+    """Adam's rate for a run and where it comes from, for the run's heading."""
+    rate = args.learning_rates[training]
+    if args.learning_rate is not None:
+        return f"Adam {rate:g} (--learning-rate)"
+    rule = "DFA" if training == "dfa" else training
+    return f"Adam {rate:g} ({rule}'s default; --learning-rate sets it)"
 
 
 def _train_all(experiment, runs, data, args):
     """Trains each run from the same initial weights; prints a heading before
     each. Returns ({name: model}, {name: result})."""
-    weights = experiment.initial_weights(args, data.input_dim)
-    print(_data_line(data, args), flush=True)
+    weights = {model: experiment.initial_weights(args, data.input_dim, model)
+               for model in dict.fromkeys(model for _, _, model in runs.values())}
+    print(_data_line(data, args, experiment), flush=True)
     models, results = {}, {}
-    for name, (implementation, training) in runs.items():
+    for name, (implementation, training, model) in runs.items():
         epochs = f"{args.epochs} epoch" + ("s" if args.epochs > 1 else "")
         rule = "" if training == "backprop" else ", trained by DFA"
-        print(f"\n== {implementation} LIFLayer{rule}: {epochs}, batch {args.batch_size}, "
-              f"Adam {args.learning_rate:g}", flush=True)
-        models[name], results[name] = experiment.train_one(implementation, training, weights,
-                                                           data, args)
+        what = {"mlp": "LIFLayer", "conv": "LIF", "recurrent": "recurrent LIFLayer",
+                experiment.FEEDFORWARD: "LIFLayer, no recurrence"}[model]
+        print(f"\n== {implementation} {what}{rule}: {epochs}, batch {args.batch_size}, "
+              f"{_rate_words(args, training)}", flush=True)
+        models[name], results[name] = experiment.train_one(implementation, training,
+                                                           weights[model], data, args, model)
     return models, results
 
 
@@ -246,6 +299,7 @@ def _report(results, compared, epochs):
     rows = [
         (f"validation accuracy (epoch {epochs})", "validation_accuracy", ".3f"),
         ("test accuracy", "test_accuracy", ".3f"),
+        ("Adam learning rate", "learning_rate", "g"),
         ("first epoch, s (incl. tracing)", "first_epoch_seconds", ".2f"),
     ]
     later = "epoch 1 after its first step"
@@ -280,8 +334,18 @@ def _train_command(args):
     from fused_lif.data import DataUnavailableError
 
     wall_start = time.perf_counter()
+    args.learning_rates = learning_rates(args)
+    if args.model == "conv" and args.training != "backprop":
+        _err("fused-lif train: --model conv trains by backprop only: DFA (fused_lif.DFAModel) "
+             "updates LIFLayers alone, and the CNN's convolutions would never learn. Use "
+             "--training backprop (the default), or --model mlp or recurrent for DFA.")
+        return 2
+    if args.model == "recurrent" and args.spike_input == "on":
+        _err("fused-lif train: --model recurrent feeds pixel rows, not spikes, so "
+             "--spike-input on cannot apply (it needs binary input); use off or auto.")
+        return 2
     runs = experiment.runs(args)
-    if any(impl == "fused" for impl, _ in runs.values()) and not _fused_library_loads():
+    if any(impl == "fused" for impl, _, _ in runs.values()) and not _fused_library_loads():
         return 1
     Figure = _figure_class()
     try:

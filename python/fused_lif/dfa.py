@@ -27,13 +27,11 @@ spikes through a stop_gradient; e comes from a small tape on the loss).
     model = fused_lif.DFAModel(inputs, outputs)   # fit/evaluate/save as usual
 """
 
+import threading
 import warnings
 
 import keras
 import tensorflow as tf
-
-from . import layer as _layer
-from .layer import LIFLayer
 
 try:  # what Keras' own train_step reports as the loss under tf.distribute
     from keras.src.losses.loss import unscale_loss_for_distribution as _unscale
@@ -42,6 +40,50 @@ except ImportError:  # pragma: no cover - private Keras API moved
         return loss
 
 __all__ = ["DFAModel", "dfa_layers", "project_error"]
+
+# While `DFAModel.train_step` runs its forward pass, `_dfa_step.spikes` is a
+# list (per thread: tf.distribute runs replicas in threads); every LIFLayer
+# then stops the gradient into its input (`layer_input`), and each DFA hidden
+# layer appends (layer, spikes) to it (`record_spikes`).
+_dfa_step = threading.local()
+_warned_dfa = False
+
+
+def layer_input(layer, x, training):
+    """A LIFLayer's input as its call should use it: under a DFA step, with
+    no gradient into the layer below."""
+    global _warned_dfa
+    if getattr(_dfa_step, "spikes", None) is not None:
+        return tf.stop_gradient(x)
+    if training is True and layer.is_dfa_hidden and not _warned_dfa:
+        _warned_dfa = True
+        warnings.warn(
+            f"LIFLayer {layer.name!r} is configured for direct feedback alignment (use_dfa=True, "
+            "output_units set) but is trained outside fused_lif.DFAModel: it trains by "
+            "backprop. Build the model with fused_lif.DFAModel(inputs, outputs) to train it "
+            "with DFA.", UserWarning, stacklevel=4)
+    return x
+
+
+def record_spikes(layer, spikes):
+    """Under a DFA step, a DFA hidden layer's spikes: they receive the
+    projected error."""
+    recorded = getattr(_dfa_step, "spikes", None)
+    if recorded is not None and layer.is_dfa_hidden:
+        recorded.append((layer, spikes))
+
+
+def add_feedback_weight(layer):
+    """A DFA hidden layer's fixed random feedback B [output_units, units]
+    (Nokland 2016, "Direct feedback alignment provides learning in deep
+    neural networks": fixed random matrices). By default uniform in
+    +-1/sqrt(output_units), the variance-preserving (LeCun) scale for the
+    fan-in of the projection e @ B, so that the projected error does not grow
+    with the number of outputs; with Adam the overall scale matters little."""
+    initializer = layer.feedback_initializer or keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+    return layer.add_weight(shape=(layer.output_units, layer.units), initializer=initializer,
+                            trainable=False, name="feedback", autocast=False)
 
 
 def _all_layers(model):
@@ -55,6 +97,8 @@ def _all_layers(model):
 def dfa_layers(model):
     """(output layer, [DFA hidden layers]) of a DFA network; raises ValueError
     saying what is wrong when `model` cannot train by DFA."""
+    from .layer import LIFLayer  # layer.py imports this module
+
     name = f"DFAModel {model.name!r}"
     if len(model.outputs) != 1:
         raise ValueError(
@@ -140,7 +184,7 @@ class DFAModel(keras.Model):
 
     def _forward_backward(self, x, y, sample_weight, scale_loss):
         recorded = []
-        _layer._dfa_step.spikes = recorded
+        _dfa_step.spikes = recorded
         try:
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
@@ -156,7 +200,7 @@ class DFAModel(keras.Model):
                     if scale_loss and self.optimizer is not None:
                         scaled = self.optimizer.scale_loss(loss)  # mixed precision
         finally:
-            _layer._dfa_step.spikes = None
+            _dfa_step.spikes = None
         error = loss_tape.gradient(scaled, output_spikes)  # e: [batch, time, K]
         if error is None:
             error = tf.zeros_like(y_pred)

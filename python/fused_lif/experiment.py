@@ -3,7 +3,12 @@ parses and prints; this computes): MNIST rate-coded into spike trains, the
 784-128-10 LIF network trained with Adam, held-out test digits; each
 run (an implementation, fused or reference, with a training rule, backprop or
 direct feedback alignment) from the same initial weights and batch order.
-`config` is the `train` command's options (an argparse.Namespace)."""
+`--model` picks the network (MODELS): the seed's MLP, a spiking CNN on the
+same spike trains, or a recurrent LIF network on row-sequential digits (28
+steps of 28-pixel rows), trained beside the same network without its
+recurrent weights.
+`config` is the `train` command's options (an argparse.Namespace), with
+`learning_rates` ({training rule: Adam's rate}) filled in by the command."""
 
 import dataclasses
 import math
@@ -15,22 +20,32 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
-from .data import load_mnist, preprocess
+from .data import NUM_CLASSES, load_mnist, preprocess
 from .encoding import rate_encode, rate_encode_tf
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
-from .models import create_snn_model
+from .models import create_conv_snn_model, create_snn_model
+from .neurons import NeuronLayer
 
-__all__ = ["EpochTimer", "Data", "prepare_data", "runs", "initial_weights", "train_one",
-           "spike_densities", "speedups", "comparisons", "summary"]
+__all__ = ["EpochTimer", "Data", "MODELS", "prepare_data", "runs", "initial_weights",
+           "train_one", "spike_densities", "speedups", "comparisons", "summary"]
 
 EVAL_BATCH_SIZE = 256
 # Training digits that the hidden layer's spike density is measured on.
 DENSITY_DIGITS = 1024
-NUM_CLASSES = 10
+# fused-lif train --model: {name: what it is}. "feedforward" is not an
+# option: it is the recurrent model's network without recurrent weights,
+# which --model recurrent trains beside it.
+MODELS = {
+    "mlp": "784-{hidden}-10 LIF network on rate-coded digits (the seed's)",
+    "conv": "spiking CNN (conv16-LIF-pool, conv32-LIF-pool, LIF readout) on rate-coded digits",
+    "recurrent": "28-{hidden}-10 LIF network, recurrent hidden layer, on digits row by row",
+}
+FEEDFORWARD = "feedforward"
+ROW_STEPS = 28  # row-sequential MNIST: one 28-pixel row per time step
 # The train command's options that summary.json records.
-CONFIG_KEYS = ("implementation", "compare", "training", "spike_input", "samples",
+CONFIG_KEYS = ("model", "implementation", "compare", "training", "spike_input", "samples",
                "validation_split", "test_samples", "epochs", "batch_size", "time_steps",
-               "max_rate", "hidden_units", "learning_rate", "seed", "data")
+               "max_rate", "hidden_units", "learning_rate", "learning_rates", "seed", "data")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -68,7 +83,8 @@ class Data:
 
     source: str
     available_train: int    # training digits the source has
-    spikes: np.ndarray      # [train + validation, time, input_dim], rate-coded
+    spikes: np.ndarray      # [train + validation, time, input_dim]: the models' inputs
+                            # (rate-coded spikes; for --model recurrent, pixel rows)
     labels: np.ndarray      # one-hot [train + validation, 10]
     n_train: int            # the last n_validation digits are for validation
     n_validation: int
@@ -78,14 +94,30 @@ class Data:
     input_dim: int
 
 
-def _test_dataset(x, y, time_steps, max_rate, seed):
-    """Test digits rate-coded batch by batch in tf.data (the whole set is never
+def row_sequences(images):
+    """Row-sequential digits: [n, 784] pixels -> [n, 28 steps, 28 pixels]."""
+    return np.asarray(images, np.float32).reshape(len(images), ROW_STEPS, -1)
+
+
+def encode_inputs(config, images, seed):
+    """The model's input for preprocessed images [n, 784]: spike trains
+    [n, time_steps, 784], or for the recurrent model rows [n, 28, 28]."""
+    if config.model == "recurrent":
+        return row_sequences(images)
+    return rate_encode(images, config.time_steps, config.max_rate, seed=seed)
+
+
+def _test_dataset(config, x, y):
+    """Test digits encoded batch by batch in tf.data (the whole set is never
     encoded at once); stateless seeds per batch give every model the same spikes."""
 
     def encode(index, batch):
         images, labels = batch
-        batch_seed = tf.stack([tf.constant(seed, tf.int64), index])
-        return rate_encode_tf(images, time_steps, max_rate, seed=batch_seed), labels
+        if config.model == "recurrent":
+            return tf.reshape(images, [-1, ROW_STEPS, images.shape[-1] // ROW_STEPS]), labels
+        batch_seed = tf.stack([tf.constant(config.seed, tf.int64), index])
+        return rate_encode_tf(images, config.time_steps, config.max_rate,
+                              seed=batch_seed), labels
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH_SIZE).enumerate()
     return ds.map(encode).prefetch(2)
@@ -102,43 +134,64 @@ def prepare_data(config):
                                                                        len(mnist.x_test))
     x_test, y_test = preprocess(mnist.x_test[:n_test], mnist.y_test[:n_test])
     keras.utils.set_random_seed(config.seed)
-    spikes = rate_encode(x_train, config.time_steps, config.max_rate, seed=config.seed)
-    test = (_test_dataset(x_test, y_test, config.time_steps, config.max_rate, config.seed)
-            if n_test else None)
+    spikes = encode_inputs(config, x_train, config.seed)
+    test = _test_dataset(config, x_test, y_test) if n_test else None
     n_train = int(math.floor(len(x_train) * (1.0 - config.validation_split)))
     return Data(mnist.source, len(mnist.x_train), spikes, y_train, n_train,
                 len(x_train) - n_train, n_test, test, (mnist.x_test, mnist.y_test),
-                x_train.shape[1])
+                spikes.shape[-1])
 
 
 def runs(config):
-    """{run name: (implementation, training rule)} that the command trains:
-    fused (or --implementation), and the reference too with --compare; by
-    backprop, by DFA, or each by both (--training both). Backprop runs are
-    named by their implementation alone, DFA runs "<implementation> dfa"."""
+    """{run name: (implementation, training rule, model)} that the command
+    trains: fused (or --implementation), and the reference too with
+    --compare; by backprop, by DFA, or each by both (--training both); the
+    model is --model. Backprop runs are named by their implementation alone,
+    DFA runs "<implementation> dfa". --model recurrent adds, per rule, the
+    same network without recurrent weights ("feedforward"), with the first
+    implementation."""
     implementations = ["fused", "reference"] if config.compare else [config.implementation]
     rules = ["backprop", "dfa"] if config.training == "both" else [config.training]
-    return {(impl if rule == "backprop" else f"{impl} dfa"): (impl, rule)
-            for rule in rules for impl in implementations}
+    out = {}
+    for rule in rules:
+        suffix = "" if rule == "backprop" else " dfa"
+        for impl in implementations:
+            out[impl + suffix] = (impl, rule, config.model)
+        if config.model == "recurrent":
+            out[FEEDFORWARD + suffix] = (implementations[0], rule, FEEDFORWARD)
+    return out
 
 
 # fused-lif train --spike-input -> LIFLayer(spike_input=...).
 SPIKE_INPUT = {"off": False, "on": True, "auto": "auto"}
 
 
-def build_model(implementation, training, config, input_dim):
+def build_model(implementation, training, config, input_dim, model=None):
+    """The network of `model` (default: config.model)."""
+    model = model or config.model
+    spike_input = SPIKE_INPUT[config.spike_input]
+    if model == "conv":
+        if training != "backprop":
+            raise ValueError("fused_lif.DFAModel trains LIFLayer networks only: the spiking "
+                             "CNN's convolutions would get no DFA update")
+        side = int(round(math.sqrt(input_dim)))
+        return create_conv_snn_model((side, side, 1), NUM_CLASSES, config.time_steps,
+                                     implementation=implementation, spike_input=spike_input)
+    if model in ("recurrent", FEEDFORWARD):
+        return create_snn_model(input_dim, config.hidden_units, NUM_CLASSES, ROW_STEPS,
+                                implementation=implementation, training=training,
+                                recurrent=model == "recurrent")
     return create_snn_model(input_dim, config.hidden_units, NUM_CLASSES, config.time_steps,
                             implementation=implementation, training=training,
-                            spike_input=SPIKE_INPUT[config.spike_input])
+                            spike_input=spike_input)
 
 
-
-def initial_weights(config, input_dim):
-    """One set of initial (trainable) weights for every run; a DFA run's
-    fixed feedback weights come from its own seeded initializer."""
+def initial_weights(config, input_dim, model=None):
+    """One set of initial (trainable) weights for every run of a model; a DFA
+    run's fixed feedback weights come from its own seeded initializer."""
     keras.utils.set_random_seed(config.seed)
-    return [w.numpy() for w in build_model("reference", "backprop", config,
-                                           input_dim).trainable_weights]
+    return [w.numpy() for w in build_model("reference", "backprop", config, input_dim,
+                                           model).trainable_weights]
 
 
 def _mean(values):
@@ -154,30 +207,41 @@ def spike_densities(model, data):
     as fit saw them) and in the hidden layer's spikes (an inference pass with
     the final weights over the first DENSITY_DIGITS training digits): what
     LIFLayer(spike_input=...) would see. (input, hidden, digits of the hidden
-    pass); None where there is no training digit."""
+    pass); None where there is no training digit. (The recurrent model's
+    inputs are pixels, not spikes: no input density.)"""
     x = data.spikes[:data.n_train]
     if x.size == 0:
         return None, None, 0
-    input_density = float(np.count_nonzero(x)) / x.size
+    binary = bool(np.all((x == 0) | (x == 1)))
+    input_density = float(np.count_nonzero(x)) / x.size if binary else None
     sample = x[:DENSITY_DIGITS]
-    layer = model.get_layer("hidden_layer")
+    hidden = hidden_probe(model)
     ones = size = 0
     for start in range(0, len(sample), EVAL_BATCH_SIZE):  # eager calls: no predict function
-        spikes = layer(sample[start:start + EVAL_BATCH_SIZE], training=False).numpy()
+        spikes = hidden(sample[start:start + EVAL_BATCH_SIZE], training=False).numpy()
         ones, size = ones + np.count_nonzero(spikes), size + spikes.size
     return input_density, float(ones) / size, len(sample)
 
 
-def train_one(implementation, training, weights, data, config):
+def hidden_probe(model):
+    """The model up to its first spiking layer (a LIFLayer or LIF): its spikes."""
+    layer = next(layer for layer in model.layers if isinstance(layer, NeuronLayer))
+    if model.layers[1] is layer:  # right after the input: call it directly
+        return layer
+    return keras.Model(model.input, layer.output)
+
+
+def train_one(implementation, training, weights, data, config, model_name=None):
     """Trains one implementation by one training rule from `weights`,
     evaluates it on the test digits; returns (model, result dict: history,
     times, accuracies)."""
     keras.utils.set_random_seed(config.seed)  # the same feedback weights for every DFA run
-    model = build_model(implementation, training, config, data.input_dim)
+    model = build_model(implementation, training, config, data.input_dim, model_name)
     assert len(model.trainable_weights) == len(weights), "one model's weights for another"
     for variable, value in zip(model.trainable_weights, weights):
         variable.assign(value)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+    learning_rate = config.learning_rates[training]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                   loss=spike_categorical_crossentropy, metrics=[spike_categorical_accuracy])
     timer = EpochTimer()
     keras.utils.set_random_seed(config.seed)  # the same batch order for every implementation
@@ -187,8 +251,10 @@ def train_one(implementation, training, weights, data, config):
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     steady_step = _median_or_none(timer.steady_steps())
     result = {
+        "model": model_name or config.model,
         "implementation": implementation,
         "training": training,
+        "learning_rate": learning_rate,
         "history": history,
         "epoch_seconds": timer.seconds,
         "first_epoch_seconds": timer.seconds[0],

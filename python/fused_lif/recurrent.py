@@ -18,37 +18,11 @@ surrogate included; dL/dR = Σ_t s[t-1]ᵀ dL/dI[t] is computed after the op
 
 import tensorflow as tf
 
-from . import _params, ops
+from . import _params
+from ._library import check_gpus, load_library
+from .ops import _no_gradient
 
 __all__ = ["recurrent_lif_scan"]
-
-
-def _to_recurrent_kernel(value, neurons):
-    kernel = tf.convert_to_tensor(value)
-    if not kernel.dtype.is_floating:
-        raise TypeError(f"recurrent_kernel must be a float tensor, got {kernel.dtype.name}")
-    kernel = tf.cast(kernel, tf.float32)
-    expected = tf.TensorShape([neurons, neurons])
-    if not kernel.shape.is_compatible_with(expected):
-        raise ValueError(f"recurrent_kernel must have shape [neurons, neurons] = "
-                         f"[{neurons}, {neurons}], got shape {kernel.shape}")
-    return kernel
-
-
-def _to_initial_spikes(value, currents):
-    shape = tf.shape(currents)
-    if value is None:
-        return tf.zeros(tf.stack([shape[0], shape[2]]), tf.float32)
-    spikes = tf.convert_to_tensor(value)
-    if not (spikes.dtype.is_floating or spikes.dtype.is_integer or spikes.dtype == tf.bool):
-        raise TypeError(f"initial_spikes must be a float, integer or bool tensor, got "
-                        f"{spikes.dtype.name}")
-    spikes = tf.cast(spikes, tf.float32)
-    expected = tf.TensorShape([currents.shape[0], currents.shape[2]])
-    if not spikes.shape.is_compatible_with(expected):
-        raise ValueError(f"initial_spikes must have shape [batch, neurons] = {expected}, got "
-                         f"{spikes.shape}")
-    return spikes  # values (0 or 1) are checked by the op
 
 
 def recurrent_lif_scan(currents, recurrent_kernel, tau=20.0, threshold=1.0, alpha=10.0,
@@ -84,7 +58,7 @@ def recurrent_lif_scan(currents, recurrent_kernel, tau=20.0, threshold=1.0, alph
     _params.check_options(alpha, surrogate, reset, detach_reset)
     currents = _params.check_currents(currents)
     neurons = currents.shape[-1]
-    recurrent_kernel = _to_recurrent_kernel(recurrent_kernel, neurons)
+    recurrent_kernel = _params.to_recurrent_kernel(recurrent_kernel, currents)
     # Python numbers are constants: the backward skips their gradients.
     param_grads = not (_params.is_number(tau) and _params.is_number(threshold))
     decay = tf.convert_to_tensor(_params.to_decay(tau, neurons), tf.float32)
@@ -93,9 +67,9 @@ def recurrent_lif_scan(currents, recurrent_kernel, tau=20.0, threshold=1.0, alph
     if bias is None:
         bias = tf.zeros([], currents.dtype)
     initial = _params.to_initial_membrane(initial_membrane, currents)
-    initial_spikes = _to_initial_spikes(initial_spikes, currents)
-    ops.check_gpus()
-    spikes, _, final_membrane = ops.load_library().fused_lif_recurrent_lif_forward(
+    initial_spikes = _params.to_initial_spikes(initial_spikes, currents)
+    check_gpus()
+    spikes, _, final_membrane = load_library().fused_lif_recurrent_lif_forward(
         currents, bias, recurrent_kernel, decay, threshold, initial, initial_spikes,
         alpha=float(alpha), surrogate=surrogate, reset=reset, detach_reset=bool(detach_reset),
         param_grads=param_grads,
@@ -139,7 +113,7 @@ def _grad_recurrent_kernel(op, initial_spikes, spikes, grad_currents, recurrent_
     grad = tf.reshape(tf.cast(grad_currents, tf.float32), [-1, neurons])
     if _on_gpu(op):  # spike_matmul has CPU kernels only
         return tf.matmul(shifted, grad, transpose_a=True)
-    library = ops.load_library()
+    library = load_library()
     # The row lists of the shifted spikes (a product with a [neurons, 0]
     # matrix computes nothing else), then the binary-row weight gradient.
     _, row_ptr, cols = library.fused_lif_spike_matmul(shifted, tf.zeros([neurons, 0]))
@@ -151,7 +125,7 @@ def _recurrent_lif_forward_grad(op, grad_spikes, grad_pre_reset_membrane, grad_f
     """Backward through time in one kernel (FusedLif>RecurrentLifBackward),
     then dL/dR (`_grad_recurrent_kernel`). The pre-reset membrane output is
     not differentiable: a loss on it is refused, never answered with zeros."""
-    checks = ops._no_gradient(grad_pre_reset_membrane, _NOT_DIFFERENTIABLE)
+    checks = _no_gradient(grad_pre_reset_membrane, _NOT_DIFFERENTIABLE)
     currents, bias, recurrent_kernel, decay, threshold, initial, initial_spikes = op.inputs
     spikes, pre_reset_membrane, final_membrane = op.outputs
     if grad_spikes is None:
@@ -161,7 +135,7 @@ def _recurrent_lif_forward_grad(op, grad_spikes, grad_pre_reset_membrane, grad_f
     attrs = {name: op.get_attr(name)
              for name in ("alpha", "surrogate", "reset", "detach_reset", "param_grads")}
     attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-    grads = ops.load_library().fused_lif_recurrent_lif_backward(
+    grads = load_library().fused_lif_recurrent_lif_backward(
         grad_spikes, grad_final_membrane, pre_reset_membrane, initial, recurrent_kernel, bias,
         decay, threshold, **attrs
     )

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from . import _params
 
-__all__ = ["lif_scan", "surrogate_gradient"]
+__all__ = ["lif_scan", "recurrent_lif_scan", "surrogate_gradient"]
 
 
 def surrogate_gradient(x, alpha, surrogate="fast_sigmoid"):
@@ -76,6 +76,39 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
       spikes [batch, time, neurons] in the dtype of `currents`, and the final
       membrane if `return_state`.
     """
+    spikes, v, _ = _scan(currents, None, tau, threshold, alpha, surrogate, reset, detach_reset,
+                         initial_membrane, None, bias)
+    return (spikes, v) if return_state else spikes
+
+
+def recurrent_lif_scan(currents, recurrent_kernel, tau=20.0, threshold=1.0, alpha=10.0,
+                       surrogate="fast_sigmoid", reset="zero", detach_reset=False, *,
+                       initial_membrane=None, initial_spikes=None, return_state=False,
+                       bias=None):
+    """Recurrent LIF neurons with a `tf.while_loop`: `lif_scan` whose input
+    current at t also holds the spikes of t-1 through `recurrent_kernel`
+    [neurons, neurons] (rows presynaptic, Keras' SimpleRNN convention):
+
+        I[t] = (currents[t] + bias) + s[t-1] @ recurrent_kernel,  s[-1] = initial_spikes
+
+    the first sum in the currents' dtype, the recurrent product and the total
+    in float32. initial_spikes: [batch, neurons], 0 or 1 (default zeros).
+    Returns spikes, and with `return_state` also the final membrane and the
+    final spikes s[T-1] ([batch, neurons], float32; initial_spikes if T = 0):
+    the state a later call continues from. Gradients: TensorFlow's autodiff
+    of this loop (BPTT through the recurrent path and the reset).
+    """
+    if recurrent_kernel is None:
+        raise ValueError("recurrent_lif_scan needs a recurrent_kernel [neurons, neurons]")
+    spikes, v, s_last = _scan(currents, recurrent_kernel, tau, threshold, alpha, surrogate,
+                              reset, detach_reset, initial_membrane, initial_spikes, bias)
+    return (spikes, v, s_last) if return_state else spikes
+
+
+def _scan(currents, recurrent_kernel, tau, threshold, alpha, surrogate, reset, detach_reset,
+          initial_membrane, initial_spikes, bias):
+    """(spikes, final membrane, final spikes) of both scans; without a
+    recurrent kernel the loop is exactly the seed's."""
     _params.check_options(alpha, surrogate, reset, detach_reset)
     currents = _params.check_currents(currents)
     neurons = currents.shape[-1]
@@ -85,6 +118,11 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     decay, threshold = _params.checked_at_run_time(decay, threshold)
     bias = _params.to_bias(bias, currents)
     v = _params.to_initial_membrane(initial_membrane, currents)
+    recurrent = recurrent_kernel is not None
+    s_last = None
+    if recurrent:
+        recurrent_kernel = _params.to_recurrent_kernel(recurrent_kernel, currents)
+        s_last = _params.to_initial_spikes(initial_spikes, currents)
     dtype = currents.dtype
     spike_function = _spike_function(alpha, surrogate)
 
@@ -92,18 +130,19 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
     # needs; the seed's dynamic size works everywhere else.
     time_steps = currents.shape[1]
     if time_steps == 0:  # no steps: empty spikes, still connected for gradients
-        spikes = tf.identity(currents)
-        return (spikes, v) if return_state else spikes
+        return tf.identity(currents), v, s_last
     if time_steps is None:
         time_steps = tf.shape(currents)[1]
     spikes_array = tf.TensorArray(dtype=tf.float32, size=time_steps, dynamic_size=False,
                                   element_shape=tf.TensorShape([currents.shape[0], neurons]))
 
-    def time_step(t, v, spikes_array):
+    def time_step(t, v, s_prev, spikes_array):
         i_in = currents[:, t, :]
         if bias is not None:
             i_in = i_in + bias  # in the currents' dtype, as the layer's matmul + b
         i_in = tf.cast(i_in, tf.float32)
+        if recurrent:
+            i_in = i_in + tf.matmul(s_prev, recurrent_kernel)  # s[t-1] @ W_rec
         u = v * decay + i_in  # leaky integration
         spike = spike_function(u, threshold)
         reset_spike = tf.stop_gradient(spike) if detach_reset else spike
@@ -113,12 +152,12 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
             v = u - reset_spike * threshold
         else:
             v = u
-        return [t + 1, v, spikes_array.write(t, spike)]
+        return [t + 1, v, spike if recurrent else s_prev, spikes_array.write(t, spike)]
 
-    _, v, spikes_array = tf.while_loop(
+    _, v, s_last, spikes_array = tf.while_loop(
         cond=lambda t, *_: t < time_steps,
         body=time_step,
-        loop_vars=[tf.constant(0), v, spikes_array],
+        loop_vars=[tf.constant(0), v, s_last if recurrent else tf.zeros([]), spikes_array],
         maximum_iterations=time_steps,  # bounds the gradient's accumulators (XLA)
     )
     if isinstance(time_steps, int):
@@ -127,5 +166,4 @@ def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigm
         spikes = tf.cond(time_steps > 0,
                          lambda: tf.transpose(spikes_array.stack(), [1, 0, 2]),
                          lambda: tf.zeros_like(currents, tf.float32))
-    spikes = tf.cast(spikes, dtype)
-    return (spikes, v) if return_state else spikes
+    return tf.cast(spikes, dtype), v, s_last if recurrent else None

@@ -1,8 +1,3 @@
-// INTERIM: a copy of csrc/op_helpers.h from branch house-csrc (commit
-// de4221a), which splits lif_ops.cc's helpers into that shared header but is
-// not in main yet. lif_recurrent_ops.cc includes this file only; once main
-// has op_helpers.h, include that instead and delete this file (nothing else
-// uses it; lif_ops.cc keeps its own copies until then).
 // What every TensorFlow op file of fused-lif shares (lif_ops.cc, spike_ops.cc,
 // and any new op family): the error helper, shape-function pieces for
 // [batch, time, neurons] sequences and per-neuron parameters, the neuron
@@ -10,8 +5,8 @@
 // sharding of CPU work over TensorFlow's threads, and on a GPU the device
 // check and the upload of decay and threshold. Each op file registers its
 // own schemas and kernels; nothing here registers anything.
-#ifndef FUSED_LIF_OP_HELPERS_INTERIM_H_
-#define FUSED_LIF_OP_HELPERS_INTERIM_H_
+#ifndef FUSED_LIF_OP_HELPERS_H_
+#define FUSED_LIF_OP_HELPERS_H_
 
 #ifndef EIGEN_USE_THREADS  // tensorflow::Shard and the CPU device's thread pool
 #define EIGEN_USE_THREADS
@@ -313,4 +308,4 @@ struct DeviceSetup<GPUDevice> {
 
 }  // namespace fused_lif
 
-#endif  // FUSED_LIF_OP_HELPERS_INTERIM_H_
+#endif  // FUSED_LIF_OP_HELPERS_H_
