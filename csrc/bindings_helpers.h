@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#include "lif_cuda_threads.h"  // LaunchShape
+#include "lif_cuda_threads.h"  // LaunchShape, the reductions' per-thread work
 #include "lif_kernels.h"
 #include "lif_options.h"
 
@@ -180,6 +180,41 @@ void emulate_grid(fused_lif::LaunchShape shape, F&& thread_work) {
     }
   }
 }
+
+// The parameter-gradient reductions of a Launch (lif_cuda_threads.h's
+// lif_backward_reduce_launches), emulated: every kernel family's emulated
+// Launch derives from it and adds its own kernels. The sum tree runs level
+// by level, as its __syncthreads() orders it on the GPU.
+struct EmulatedReduceLaunch {
+  template <typename P>
+  fused_lif::LifCudaStatus sum_over_batch(const fused_lif::SumArgs<P>& sum,
+                                          fused_lif::LaunchShape s) {
+    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) {
+      fused_lif::sum_over_batch_thread(sum, b, t, n);
+    });
+    return {};
+  }
+  template <typename P>
+  fused_lif::LifCudaStatus sum_all(const fused_lif::SumArgs<P>& sum) {
+    float partial[fused_lif::kSumThreads];
+    for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) {
+      fused_lif::sum_all_load(sum.rows, sum.batch * sum.neurons, i, partial);
+    }
+    for (unsigned width = fused_lif::kSumThreads / 2; width > 0; width /= 2) {
+      for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) {
+        fused_lif::sum_all_step(width, i, partial);
+      }
+    }
+    for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) {
+      fused_lif::sum_all_store(partial, i, sum.out);
+    }
+    return {};
+  }
+  fused_lif::LifCudaStatus zero(float* p, int64_t count) {
+    std::fill(p, p + count, 0.0f);
+    return {};
+  }
+};
 
 // Runs one kernel of a family on `on`, with the GIL released and subnormals
 // flushed: kernels.cpu() (the CPU loops), kernels.emulated() (the CUDA

@@ -37,6 +37,22 @@
 //   dL/dθ     += -gŝ[t] · σ'(u[t] - θ) + gv[t] · ∂v/∂θ   (∂v/∂θ = 0, -s, 0)
 // and dL/dv[-1] = gv[-1].  This is exactly the autodiff of the forward pass
 // through tf.custom_gradient, including the path through the reset.
+//
+// Recurrent LIF (FusedLif>RecurrentLif*, lif_recurrent_*.h): the spikes of
+// t-1 feed back through R = recurrent_kernel [N, N] (rows presynaptic):
+//   s[-1]  initial spikes (0 or 1)         initial_spikes[b, n]
+//   I[t] = T(currents[t] + bias) + Σ_{j : s[t-1][j] = 1} R[j, :]
+// The recurrent sum is a sum of rows, no multiplication, in float32 from 0,
+// j ascending, then added to the rounded current (lif_recurrent_current);
+// u[t], s[t], v[t] as above. Backward, for t = T-1 .. 0, the spike s[t]
+// also feeds I[t+1]:
+//   r[t][j]    = Σ_n dL/dI[t+1][n] · R[j, n]   (n ascending, each product
+//                rounded then added; r[T-1] = 0)
+//   gs[t]      = dL/ds[t] + r[t]                then gŝ, gu, ... as above
+//   dL/ds[-1][j] = Σ_n dL/dI[0][n] · R[j, n]
+//   dL/dR      = Σ_t s[t-1]ᵀ dL/dI[t]            (after the loop, outside the kernel)
+// Both orders are fixed: the CPU and the CUDA kernels give the same floats,
+// whatever the thread count.
 #ifndef FUSED_LIF_LIF_H_
 #define FUSED_LIF_LIF_H_
 
@@ -141,6 +157,11 @@ LIF_HOST_DEVICE float lif_charge(float decay, float v_prev, float current) {
 // s[t] = [u[t] > θ]   (NaN never spikes)
 LIF_HOST_DEVICE float lif_spike(float u, float threshold) {
   return static_cast<float>(u > threshold);
+}
+
+// I[t] of the recurrent LIF: the rounded current plus the recurrent sum.
+LIF_HOST_DEVICE float lif_recurrent_current(float current, float recurrent) {
+  return add_rn(current, recurrent);
 }
 
 // v[t] = reset(u[t], s[t])

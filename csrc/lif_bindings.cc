@@ -14,6 +14,9 @@
 //                reset, detach_reset, param_grads, device)
 //     -> LifBackwardResult(grad_currents, grad_bias, grad_decay, grad_threshold,
 //                          grad_initial_membrane)
+//
+// The recurrent LIF kernels' functions (recurrent_lif_forward, _backward) are
+// lif_recurrent_bindings.cc's, added to the same module.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -35,6 +38,13 @@ using fused_lif::Reset;
 using fused_lif::Surrogate;
 using namespace fused_lif::bindings;  // Array, the argument checks, run_on
 
+namespace fused_lif {
+namespace bindings {
+// The recurrent LIF kernels' functions and result types (lif_recurrent_bindings.cc).
+void add_recurrent_lif_bindings(py::module_& m);
+}  // namespace bindings
+}  // namespace fused_lif
+
 namespace {
 
 // The result types (collections.namedtuple), made when the module loads.
@@ -42,9 +52,9 @@ py::handle forward_result_type, backward_result_type;
 
 // The Launch of lif_cuda_threads.h's sequences that runs each launch's
 // threads on the calling CPU thread, block by block, thread by thread (the
-// kernels' threads are independent; the sum tree runs level by level, as
-// its __syncthreads() orders it on the GPU).
-struct EmulatedLaunch {
+// kernels' threads are independent); the reductions are
+// bindings_helpers.h's EmulatedReduceLaunch.
+struct EmulatedLaunch : EmulatedReduceLaunch {
   template <typename T, Reset R>
   fused_lif::LifCudaStatus forward(const fused_lif::LifForwardArgs& a, fused_lif::LaunchShape s) {
     emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::lif_forward_thread<T, R>(a, b, t, n); });
@@ -55,27 +65,6 @@ struct EmulatedLaunch {
     emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) {
       fused_lif::lif_backward_thread<T, S, R, ParamGrads, DetachReset>(a, b, t, n);
     });
-    return {};
-  }
-  template <typename P>
-  fused_lif::LifCudaStatus sum_over_batch(const fused_lif::SumArgs<P>& sum, fused_lif::LaunchShape s) {
-    emulate_grid(s, [&](unsigned b, unsigned t, unsigned n) { fused_lif::sum_over_batch_thread(sum, b, t, n); });
-    return {};
-  }
-  template <typename P>
-  fused_lif::LifCudaStatus sum_all(const fused_lif::SumArgs<P>& sum) {
-    float partial[fused_lif::kSumThreads];
-    for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) {
-      fused_lif::sum_all_load(sum.rows, sum.batch * sum.neurons, i, partial);
-    }
-    for (unsigned width = fused_lif::kSumThreads / 2; width > 0; width /= 2) {
-      for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) fused_lif::sum_all_step(width, i, partial);
-    }
-    for (unsigned i = 0; i < fused_lif::kSumThreads; ++i) fused_lif::sum_all_store(partial, i, sum.out);
-    return {};
-  }
-  fused_lif::LifCudaStatus zero(float* p, int64_t count) {
-    std::fill(p, p + count, 0.0f);
     return {};
   }
 };
@@ -298,4 +287,5 @@ PYBIND11_MODULE(kernels, m) {
   }, py::arg("threads"),
      "Launches an empty kernel with `threads` threads per block through the kernels' checked "
      "launch: None on success, else the error message the kernels would raise.");
+  add_recurrent_lif_bindings(m);
 }

@@ -37,28 +37,9 @@ __global__ void lif_backward_kernel(const LifBackwardArgs a) {
   lif_backward_thread<T, S, R, ParamGrads, DetachReset>(a, blockIdx.x, threadIdx.x, blockDim.x);
 }
 
-template <typename P>
-__global__ void sum_over_batch_kernel(const SumArgs<P> s) {
-  sum_over_batch_thread(s, blockIdx.x, threadIdx.x, blockDim.x);
-}
-
-// One block of kSumThreads threads: strided partial sums, then the tree.
-template <typename P>
-__global__ void sum_all_kernel(const SumArgs<P> s) {
-  __shared__ float partial[kSumThreads];
-  sum_all_load(s.rows, s.batch * s.neurons, threadIdx.x, partial);
-  __syncthreads();
-  for (unsigned width = kSumThreads / 2; width > 0; width /= 2) {
-    sum_all_step(width, threadIdx.x, partial);
-    __syncthreads();
-  }
-  sum_all_store(partial, threadIdx.x, s.out);
-}
-
-// The Launch of lif_cuda_threads.h's sequences: real kernels, on one stream.
-struct CudaLaunch {
-  cudaStream_t stream;
-
+// The Launch of lif_cuda_threads.h's sequences: real kernels, on one stream
+// (the reductions: lif_cuda_launch.h's CudaReduceLaunch).
+struct CudaLaunch : CudaReduceLaunch {
   template <typename T, Reset R>
   LifCudaStatus forward(const LifForwardArgs& a, LaunchShape shape) {
     return checked_launch("lif_forward_kernel", lif_forward_kernel<T, R>, shape, stream, a);
@@ -68,32 +49,21 @@ struct CudaLaunch {
     return checked_launch("lif_backward_kernel",
                           lif_backward_kernel<T, S, R, ParamGrads, DetachReset>, shape, stream, a);
   }
-  template <typename P>
-  LifCudaStatus sum_over_batch(const SumArgs<P>& s, LaunchShape shape) {
-    return checked_launch("sum_over_batch_kernel", sum_over_batch_kernel<P>, shape, stream, s);
-  }
-  template <typename P>
-  LifCudaStatus sum_all(const SumArgs<P>& s) {
-    return checked_launch("sum_all_kernel", sum_all_kernel<P>, LaunchShape{1, kSumThreads}, stream,
-                          s);
-  }
-  LifCudaStatus zero(float* p, int64_t count) {
-    return checked_call("cudaMemsetAsync",
-                        cudaMemsetAsync(p, 0, static_cast<size_t>(count) * sizeof(float), stream));
-  }
 };
 
 }  // namespace
 
 LifCudaStatus lif_forward_cuda(const LifForwardArgs& args, DType dtype, void* stream) {
-  CudaLaunch launch{static_cast<cudaStream_t>(stream)};
+  CudaLaunch launch;
+  launch.stream = static_cast<cudaStream_t>(stream);
   return dispatch_dtype<__half, __nv_bfloat16>(dtype, [&](auto element) {
     return lif_forward_launches<decltype(element)>(args, launch);
   });
 }
 
 LifCudaStatus lif_backward_cuda(const LifBackwardArgs& args, DType dtype, void* stream) {
-  CudaLaunch launch{static_cast<cudaStream_t>(stream)};
+  CudaLaunch launch;
+  launch.stream = static_cast<cudaStream_t>(stream);
   return dispatch_dtype<__half, __nv_bfloat16>(dtype, [&](auto element) {
     return lif_backward_launches<decltype(element)>(args, launch);
   });

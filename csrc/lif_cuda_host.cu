@@ -9,6 +9,7 @@
 #include "lif_cuda_host.h"
 #include "lif_cuda_launch.h"
 #include "lif_kernels.h"
+#include "lif_recurrent_kernels.h"
 
 namespace fused_lif {
 namespace {
@@ -93,6 +94,63 @@ LifCudaStatus lif_backward_cuda_from_host(const LifBackwardArgs& h) {
   buf.out(h.grad_bias, d.grad_bias, param_count(h.bias_stride, h.neurons));
   buf.out(h.grad_decay, d.grad_decay, param_count(h.decay_stride, h.neurons));
   buf.out(h.grad_threshold, d.grad_threshold, param_count(h.threshold_stride, h.neurons));
+  return buf.status();
+}
+
+LifCudaStatus recurrent_lif_forward_cuda_from_host(const RecurrentForwardArgs& h) {
+  const LifForwardArgs& l = h.lif;
+  const int64_t seq = l.batch * l.time * l.neurons, state = l.batch * l.neurons;
+  DeviceBuffers buf;
+  RecurrentForwardArgs d = h;
+  d.lif.currents = buf.in(l.currents, seq);
+  d.lif.bias = buf.in(l.bias, param_count(l.bias_stride, l.neurons));
+  d.lif.decay = buf.in(l.decay, param_count(l.decay_stride, l.neurons));
+  d.lif.threshold = buf.in(l.threshold, param_count(l.threshold_stride, l.neurons));
+  d.lif.initial_membrane = buf.in(l.initial_membrane, state);
+  d.lif.spikes = buf.in(nullptr, seq);
+  d.lif.pre_reset_membrane = buf.in(nullptr, seq);
+  d.lif.final_membrane = buf.in(nullptr, state);
+  d.recurrent_kernel = buf.in(h.recurrent_kernel, l.neurons * l.neurons);
+  d.initial_spikes = buf.in(h.initial_spikes, state);
+  const int64_t mask_words = recurrent_global_mask_words(l.batch, l.neurons);
+  d.global_masks = mask_words > 0 ? reinterpret_cast<uint32_t*>(buf.in(nullptr, mask_words))
+                                  : nullptr;
+  if (buf.status().ok()) buf.record(recurrent_lif_forward_cuda(d, DType::kFloat32, nullptr));
+  buf.out(l.spikes, d.lif.spikes, seq);
+  buf.out(l.pre_reset_membrane, d.lif.pre_reset_membrane, seq);
+  buf.out(l.final_membrane, d.lif.final_membrane, state);
+  return buf.status();
+}
+
+LifCudaStatus recurrent_lif_backward_cuda_from_host(const RecurrentBackwardArgs& h) {
+  const LifBackwardArgs& l = h.lif;
+  const int64_t seq = l.batch * l.time * l.neurons, state = l.batch * l.neurons;
+  DeviceBuffers buf;
+  RecurrentBackwardArgs d = h;
+  d.lif.grad_spikes = buf.in(l.grad_spikes, seq);
+  d.lif.grad_final_membrane = buf.in(l.grad_final_membrane, state);
+  d.lif.pre_reset_membrane = buf.in(l.pre_reset_membrane, seq);
+  d.lif.initial_membrane = buf.in(l.initial_membrane, state);
+  d.lif.decay = buf.in(l.decay, param_count(l.decay_stride, l.neurons));
+  d.lif.threshold = buf.in(l.threshold, param_count(l.threshold_stride, l.neurons));
+  d.lif.grad_currents = buf.in(nullptr, seq);
+  d.lif.grad_initial_membrane = buf.in(nullptr, state);
+  d.lif.grad_bias = buf.in(nullptr, param_count(l.bias_stride, l.neurons));
+  d.lif.grad_decay = buf.in(nullptr, param_count(l.decay_stride, l.neurons));
+  d.lif.grad_threshold = buf.in(nullptr, param_count(l.threshold_stride, l.neurons));
+  d.lif.scratch = buf.in(nullptr, kScratchRows * state);
+  d.recurrent_kernel = buf.in(h.recurrent_kernel, l.neurons * l.neurons);
+  d.recurrent_kernel_t = buf.in(nullptr, l.neurons * l.neurons);
+  d.grad_initial_spikes = buf.in(nullptr, state);
+  const int64_t grad_floats = recurrent_global_grad_floats(l.batch, l.neurons);
+  d.global_grads = grad_floats > 0 ? buf.in(nullptr, grad_floats) : nullptr;
+  if (buf.status().ok()) buf.record(recurrent_lif_backward_cuda(d, DType::kFloat32, nullptr));
+  buf.out(l.grad_currents, d.lif.grad_currents, seq);
+  buf.out(l.grad_initial_membrane, d.lif.grad_initial_membrane, state);
+  buf.out(l.grad_bias, d.lif.grad_bias, param_count(l.bias_stride, l.neurons));
+  buf.out(l.grad_decay, d.lif.grad_decay, param_count(l.decay_stride, l.neurons));
+  buf.out(l.grad_threshold, d.lif.grad_threshold, param_count(l.threshold_stride, l.neurons));
+  buf.out(h.grad_initial_spikes, d.grad_initial_spikes, state);
   return buf.status();
 }
 

@@ -6,12 +6,15 @@
 #include <cstdint>
 
 #include "lif_kernels.h"
+#include "lif_recurrent_kernels.h"
 
 namespace fused_lif {
 
 // The launchers on float32 host pointers: copy in, launch, copy out.
 LifCudaStatus lif_forward_cuda_from_host(const LifForwardArgs& host_args);
 LifCudaStatus lif_backward_cuda_from_host(const LifBackwardArgs& host_args);
+LifCudaStatus recurrent_lif_forward_cuda_from_host(const RecurrentForwardArgs& host_args);
+LifCudaStatus recurrent_lif_backward_cuda_from_host(const RecurrentBackwardArgs& host_args);
 int lif_cuda_device_count();
 // Launches an empty kernel with `threads` threads per block through the same
 // checked launch as the kernels (more than 1024 threads: a launch failure).

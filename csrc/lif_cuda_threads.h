@@ -22,10 +22,12 @@ namespace fused_lif {
 
 constexpr unsigned kCudaThreads = 256;  // threads per block
 
-// A one-dimensional launch: `blocks` blocks of `threads` threads.
+// A one-dimensional launch: `blocks` blocks of `threads` threads, and
+// `shared_bytes` of dynamic shared memory per block.
 struct LaunchShape {
   int64_t blocks = 0;
   unsigned threads = kCudaThreads;
+  int64_t shared_bytes = 0;
 };
 
 // Enough blocks of kCudaThreads for one thread per item (the last block partial).
@@ -143,19 +145,12 @@ LifCudaStatus lif_reduce_launches(const float* rows, const LifBackwardArgs& a, i
   return launch.sum_over_batch(s, launch_for(a.neurons));
 }
 
+// After the backward scan: the parameter gradients from the scratch rows
+// (lif_reduce.h's order), or zeros for tau and threshold when constant.
 template <typename T, typename Launch>
-LifCudaStatus lif_backward_launches(const LifBackwardArgs& a, Launch& launch) {
+LifCudaStatus lif_backward_reduce_launches(const LifBackwardArgs& a, Launch& launch) {
   const int64_t BN = a.batch * a.neurons;
   LifCudaStatus status;
-  if (BN > 0) {
-    status = dispatch_backward(a, [&](auto surrogate, auto reset, auto param_grads,
-                                      auto detach_reset) {
-      return launch.template backward<T, decltype(surrogate)::value, decltype(reset)::value,
-                                      decltype(param_grads)::value,
-                                      decltype(detach_reset)::value>(a, launch_for(BN));
-    });
-    if (!status.ok()) return status;
-  }
   if (a.param_grads) {
     status = lif_reduce_launches(a.scratch, a, a.decay_stride, a.grad_decay, launch);
     if (!status.ok()) return status;
@@ -168,6 +163,21 @@ LifCudaStatus lif_backward_launches(const LifBackwardArgs& a, Launch& launch) {
   if (!status.ok()) return status;
   return lif_reduce_launches(a.scratch + 2 * BN, a, a.bias_stride, static_cast<T*>(a.grad_bias),
                              launch);
+}
+
+template <typename T, typename Launch>
+LifCudaStatus lif_backward_launches(const LifBackwardArgs& a, Launch& launch) {
+  const int64_t BN = a.batch * a.neurons;
+  if (BN > 0) {
+    const LifCudaStatus status = dispatch_backward(a, [&](auto surrogate, auto reset,
+                                                          auto param_grads, auto detach_reset) {
+      return launch.template backward<T, decltype(surrogate)::value, decltype(reset)::value,
+                                      decltype(param_grads)::value,
+                                      decltype(detach_reset)::value>(a, launch_for(BN));
+    });
+    if (!status.ok()) return status;
+  }
+  return lif_backward_reduce_launches<T>(a, launch);
 }
 
 }  // namespace fused_lif

@@ -110,6 +110,21 @@ inline std::string check_param_values(const float* decay, int64_t decay_count,
   return "";
 }
 
+// Initial spikes s[-1] of the recurrent LIF ([rows, neurons] floats, host
+// memory): "" if every value is 0 or 1, else the first other value and its
+// [row, col].
+inline std::string check_initial_spikes(const float* spikes, int64_t count, int64_t neurons) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (!(spikes[i] == 0.0f || spikes[i] == 1.0f)) {
+      std::ostringstream out;
+      out << "initial_spikes must be binary (every value 0 or 1), got " << spikes[i] << " at ["
+          << i / neurons << ", " << i % neurons << "]";
+      return out.str();
+    }
+  }
+  return "";
+}
+
 }  // namespace fused_lif
 
 #endif  // FUSED_LIF_LIF_OPTIONS_H_

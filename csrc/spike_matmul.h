@@ -218,6 +218,18 @@ inline bool has_avx512f() {
 
 }  // namespace spike_detail
 
+// The columns of row[0, K)'s nonzeros, ascending, into buf (K + 16 slots);
+// returns how many.
+template <typename T>
+inline int64_t spike_row_columns(const T* row, int64_t K, int32_t* buf) {
+#ifdef FUSED_LIF_SPIKE_AVX512_FILL
+  if (std::is_same<T, float>::value && spike_detail::has_avx512f()) {
+    return spike_detail::compact_row_avx512(reinterpret_cast<const float*>(row), K, buf);
+  }
+#endif
+  return spike_detail::compact_row(row, K, buf);
+}
+
 // Pass 2, rows [begin, end): the columns of each row's ones, ascending, at
 // cols[row_ptr[m] ...] (row_ptr: the exclusive prefix sum of the counts).
 template <typename T>
@@ -226,17 +238,7 @@ void spike_fill_cols_cpu(const T* x, int64_t K, const int64_t* row_ptr, int64_t 
   std::vector<int32_t> buffer(static_cast<size_t>(K) + 16);
   int32_t* buf = buffer.data();
   for (int64_t m = begin; m < end; ++m) {
-    const T* row = x + m * K;
-    int64_t n;
-#ifdef FUSED_LIF_SPIKE_AVX512_FILL
-    if (std::is_same<T, float>::value && spike_detail::has_avx512f()) {
-      n = spike_detail::compact_row_avx512(reinterpret_cast<const float*>(row), K, buf);
-    } else {
-      n = spike_detail::compact_row(row, K, buf);
-    }
-#else
-    n = spike_detail::compact_row(row, K, buf);
-#endif
+    const int64_t n = spike_row_columns(x + m * K, K, buf);
     // n equals pass 1's count (same test); clamped all the same, so that a
     // disagreement could never write into the next row's slots.
     std::copy_n(buf, std::min<int64_t>(n, row_ptr[m + 1] - row_ptr[m]), cols + row_ptr[m]);

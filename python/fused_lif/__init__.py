@@ -9,6 +9,7 @@ CPU or CUDA kernel.
     spikes = fused_lif.lif_scan(currents)           # [batch, time, neurons]
     spikes = fused_lif.reference.lif_scan(currents) # the tf.while_loop ground truth
     current = fused_lif.spike_matmul(spikes2d, w)   # binary spikes @ w, zeros skipped
+    spikes = fused_lif.recurrent_lif_scan(currents, recurrent_kernel)  # s[t-1] @ R fused in
     model = fused_lif.create_snn_model(784, 128, 10, 20, training="dfa")  # DFAModel
 """
 
@@ -22,6 +23,7 @@ from .neurons import LIF, MinValue
 from .losses import spike_categorical_accuracy, spike_categorical_crossentropy
 from .models import create_snn_model
 from .ops import lif_scan
+from .recurrent import recurrent_lif_scan
 from .spikes import spike_density, spike_matmul
 
 __version__ = "0.2.0"
@@ -43,6 +45,7 @@ __all__ = [
     "lif_scan",
     "rate_encode",
     "rate_encode_tf",
+    "recurrent_lif_scan",
     "reference",
     "spike_categorical_accuracy",
     "spike_categorical_crossentropy",

@@ -52,8 +52,9 @@ _NOT_DIFFERENTIABLE = (
     "return_state=True)), or use fused_lif.reference.lif_scan in a loop of your own.")
 
 
-def _no_gradient(grad):
-    """Refuses a non-zero gradient for the pre-reset membrane output. TensorFlow
+def _no_gradient(grad, message=_NOT_DIFFERENTIABLE):
+    """Refuses a non-zero gradient for the pre-reset membrane output (raising
+    `message`: the op's own words). TensorFlow
     passes zeros (or None) when nothing depends on it: in a graph a constant,
     or a ZerosLike where shapes are unknown, recognised here at no cost per
     step; in eager mode a tensor, checked by value (one pass; eager runs are
@@ -63,7 +64,7 @@ def _no_gradient(grad):
         return []
     if tf.executing_eagerly():
         if bool(tf.reduce_any(tf.not_equal(grad, 0.0))):
-            raise ValueError(_NOT_DIFFERENTIABLE)
+            raise ValueError(message)
         return []
     if grad.op.type == "ZerosLike" or (
             grad.op.type == "Fill" and tf.get_static_value(grad.op.inputs[1]) == 0):
@@ -71,10 +72,10 @@ def _no_gradient(grad):
     value = tf.get_static_value(grad)
     if value is not None:
         if np.any(value != 0):
-            raise ValueError(_NOT_DIFFERENTIABLE)
+            raise ValueError(message)
         return []
     return [tf.debugging.Assert(tf.logical_not(tf.reduce_any(tf.not_equal(grad, 0.0))),
-                                [_NOT_DIFFERENTIABLE])]
+                                [message])]
 
 
 def lif_scan(currents, tau=20.0, threshold=1.0, alpha=10.0, surrogate="fast_sigmoid",

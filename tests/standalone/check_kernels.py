@@ -2,7 +2,9 @@
 spikes, pre-reset and final membrane bit-identical to the numpy oracle;
 gradients within 1e-5 of max |grad| of it, and every gradient (currents,
 decay, threshold, bias, initial membrane) bit-identical to the CPU kernels'
-for the other devices.
+for the other devices. The same for the recurrent LIF kernels (against
+recurrent_oracle.py on its exact 1/8 grid; gradients within 2e-5, initial
+spikes' included, and bit-identical to the CPU kernels').
 
   --device cpu       the CPU loops (what sanitize.sh runs under ASan/UBSan)
   --device emulated  the CUDA kernels' per-thread code over every index of
@@ -23,6 +25,7 @@ import numpy as np
 
 import kernels  # the bindings built by gpu_check.sh / sanitize.sh
 import oracle
+import recurrent_oracle
 
 SHAPES = [(1, 1, 1), (3, 50, 7), (7, 33, 300), (2, 1000, 257), (64, 100, 512), (33, 20, 1031)]
 OPTIONS = list(itertools.product(["fast_sigmoid", "atan", "sigmoid", "triangle"],
@@ -109,6 +112,75 @@ def check_edge_cases(device):
     return failures + report(ok, "edge cases (empty, strided, non-finite)")
 
 
+# Recurrent shapes: one neuron, partial warps, threads owning 2-3 neurons
+# (past 512), rows past the CPU's 4-row blocks; on the GPU also a layer whose
+# gradient buffers do not fit in shared memory (global memory instead).
+RECURRENT_SHAPES = [(1, 1, 1), (3, 40, 7), (9, 20, 33), (5, 12, 130), (2, 6, 600), (2, 8, 1100)]
+RECURRENT_GPU_SHAPES = [(64, 100, 256), (2, 3, 6200)]
+
+
+def recurrent_call(p, device, reset, g=None, g_final=None, **options):
+    decay = recurrent_oracle.decay_of(p["tau"])
+    decay = float(decay) if np.ndim(decay) == 0 else decay
+    common = dict(initial_membrane=p["initial_membrane"], bias=p["bias"], device=device)
+    if g is None:
+        return kernels.recurrent_lif_forward(p["currents"], p["recurrent_kernel"], decay,
+                                             p["threshold"], initial_spikes=p["initial_spikes"],
+                                             reset=reset, **common)
+    return kernels.recurrent_lif_backward(g, p["pre_reset"], p["recurrent_kernel"], decay,
+                                          p["threshold"], grad_final_membrane=g_final,
+                                          reset=reset, **common, **options)
+
+
+def check_recurrent(device):
+    """Forward bit for bit against the oracle on its 1/8 grid (every reset);
+    backward for every option against the oracle (2e-5 of max |grad|) and
+    bit for bit against the CPU kernels."""
+    failures = 0
+    shapes = RECURRENT_SHAPES + (RECURRENT_GPU_SHAPES if device == "cuda" else [])
+    rng = np.random.default_rng(2)
+    for i, shape in enumerate(shapes):
+        b, _, n = shape
+        for per_neuron in (False, True):
+            p = recurrent_oracle.grid_inputs(shape, seed=i, per_neuron=per_neuron)
+            kind = "per-neuron" if per_neuron else "scalar"
+            for reset in ["zero", "subtract", "none"]:
+                got = recurrent_call(p, device, reset)
+                want = recurrent_oracle.forward(p["currents"], p["recurrent_kernel"], p["tau"],
+                                                p["threshold"], reset, p["initial_membrane"],
+                                                p["initial_spikes"], p["bias"])
+                ok = all(np.array_equal(a, c) for a, c in zip(got, want))
+                failures += report(ok, f"recurrent forward  {str(shape):16} {kind:10} {reset:8}")
+            small = b * n <= 300 or device == "cuda"
+            g = rng.normal(size=shape).astype(np.float32)
+            g_final = rng.normal(size=(b, n)).astype(np.float32)
+            options = OPTIONS if small else [("atan", "subtract", False)]
+            for surrogate, reset, detach in options:
+                fwd = recurrent_call(p, device, reset)
+                q = dict(p, pre_reset=fwd.pre_reset_membrane)
+                kw = dict(alpha=3.0, surrogate=surrogate, detach_reset=detach)
+                got, cpu = (recurrent_call(q, dev, reset, g, g_final, **kw)
+                            for dev in (device, "cpu"))
+                want = recurrent_oracle.backward(g, fwd.spikes, fwd.pre_reset_membrane,
+                                                 p["recurrent_kernel"], p["tau"], p["threshold"],
+                                                 3.0, surrogate, reset, detach,
+                                                 p["initial_membrane"], p["initial_spikes"],
+                                                 g_final)
+                errors = []
+                for name in ("currents", "initial_membrane", "initial_spikes"):
+                    w = want[name]
+                    a = getattr(got, f"grad_{name}")
+                    errors.append(np.max(np.abs(a - w), initial=0) /
+                                  max(np.max(np.abs(w), initial=0), 1e-30))
+                same = [name for name, a, c in zip(cpu._fields, got, cpu)
+                        if not np.array_equal(a, c)]
+                failures += report(max(errors) <= 2e-5 and not same,
+                                   f"recurrent backward {str(shape):16} {kind:10} {surrogate:12} "
+                                   f"{reset:8} detach={detach!s:5} vs-oracle={max(errors):.1e} "
+                                   f"vs-cpu={'identical' if not same else 'differ: ' + ','.join(same)}")
+    return failures
+
+
 def check_cuda_reporting():
     """A launch that fails is reported with the kernel's name and CUDA's words;
     the device has an image of the kernels."""
@@ -146,6 +218,7 @@ def main():
     if device == "cuda":
         failures += check_cuda_reporting()
     failures += check_forward(device) + check_backward(device) + check_edge_cases(device)
+    failures += check_recurrent(device)
     print(f"\ncorrectness on {device}: {failures} failures ({time.time() - start:.1f} s)\n")
     if device == "cuda":
         bandwidth_table()

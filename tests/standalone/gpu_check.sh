@@ -6,6 +6,8 @@
 #  - spikes, pre-reset and final membrane bit-identical to the numpy oracle,
 #    and every gradient bit-identical to the CPU kernels' (and within 1e-5 of
 #    the oracle), for every option, per-neuron and scalar parameters;
+#  - the same for the recurrent LIF kernels (recurrent_oracle.py's exact 1/8
+#    grid), a layer too wide for shared memory included;
 #  - bandwidth of the kernels next to a device-to-device copy.
 # Needs: an NVIDIA GPU, nvcc, CMake (>= 3.24 for "native"), Python with numpy
 # and pybind11. About a minute to build, seconds to run.

@@ -2,8 +2,9 @@
 # Builds fused_lif.kernels (the framework-free bindings of the CPU kernels)
 # with AddressSanitizer + UndefinedBehaviorSanitizer and runs the kernel
 # checks under them: the CPU loops, and the CUDA kernels' per-thread code run
-# over every index of their launches ("emulated"). Any out-of-bounds access
-# or UB aborts with a report.
+# over every index of their launches ("emulated"), for the LIF and the
+# recurrent LIF kernels (check_kernels.py). Any out-of-bounds access or UB
+# aborts with a report.
 #   bash tests/standalone/sanitize.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
