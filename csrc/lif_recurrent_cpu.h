@@ -158,8 +158,12 @@ FUSED_LIF_INLINE void grad_rows(const float* const* g, const float* RT, int64_t 
   }
 }
 
-FUSED_LIF_INLINE void grad_rows_any(int64_t rows, const float* const* g, const float* RT,
-                                    int64_t N, float* const* r) {
+// Called, not inlined, by every backward instantiation: it depends on none of
+// their options, so it is compiled once per instruction set (a template only
+// so that the header can define it with target_clones), not 144 times.
+template <int kOnce = 0>
+__attribute__((noinline)) FUSED_LIF_CPU_DISPATCH void grad_rows_any(
+    int64_t rows, const float* const* g, const float* RT, int64_t N, float* const* r) {
   switch (rows) {
     case 1: return grad_rows<1>(g, RT, N, r);
     case 2: return grad_rows<2>(g, RT, N, r);
