@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as bm  # noqa: E402
+from harness import machine  # noqa: E402
 
 DEFAULT_SHAPES = ["64x100x256", "32x250x128"]
 
@@ -91,8 +91,10 @@ def inputs(shape, rate, seed=0):
 
 
 def profile(args):
-    bm.set_threads(args.threads)
+    machine.set_threads(args.threads)
     import tensorflow as tf
+
+    from fused_lif._bench import warm_up
 
     print(f"TensorFlow {tf.__version__}, {args.threads or 'default'} intra-op threads, "
           f"median of {args.repeats} alternating calls")
@@ -106,9 +108,9 @@ def profile(args):
             extra = (grad,) if name != "forward" else ()
             calls = [lambda: recurrent(x, kernel, *extra), lambda: plain(x, kernel, *extra)]
             for call in calls:
-                bm.warm_up(lambda: call(), (), 3)
+                warm_up(call, (), 3)
             times = [[], []]
-            load = bm.OtherLoad()
+            load = machine.OtherLoad()
             for _ in range(args.repeats):
                 for i, call in enumerate(calls):
                     start = time.perf_counter()
