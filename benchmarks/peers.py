@@ -1,16 +1,23 @@
-"""fused-lif against snnTorch and SpikingJelly: the seed's 2-layer SNN's
-training step (forward, backward, Adam) in each, on the CPU, side by side.
+"""fused-lif against snnTorch and SpikingJelly: a network's training step
+(forward, backward, Adam) in each, on the CPU, side by side. The networks
+(`--network`): "mlp", the seed's 2-layer SNN (the default); "conv", the
+spiking CNN of benchmarks/test_bench_conv.py; "recurrent", the recurrent
+network of test_bench_recurrent.py against snnTorch's RLeaky.
 
     python -m venv .peers
     .peers/bin/pip install torch==2.13.0 snntorch spikingjelly \\
         --extra-index-url https://download.pytorch.org/whl/cpu
     python benchmarks/peers.py --peers-python .peers/bin/python         # seed, medium, large
     python benchmarks/peers.py --peers-python .peers/bin/python --shapes all --json peers.json
+    python benchmarks/peers.py --network conv
+    python benchmarks/peers.py --network recurrent
 
-This file is the TensorFlow side, the driver. fused-lif's step runs in this
-process: `fused_lif._bench_model`'s `build_models` and `training_step`,
-exactly what `fused-lif bench` times; beside it, the same model with
-`LIFLayer(spike_input=True)` (the inputs are binary), in its own column. The
+This file is the TensorFlow side, the driver. fused-lif's steps run in this
+process (peers_cases.py: for the MLP, `fused_lif._bench_model`'s
+`build_models` and `training_step`, exactly what `fused-lif bench` times, and
+beside it the same model with `LIFLayer(spike_input=True)` (the inputs are
+binary), in its own column; for the recurrent network, the fused recurrent
+op, the same network feed-forward and the reference's while_loop). The
 peers run in a worker process started with the peers venv's python
 (`peers_worker.py`: it imports torch, never TensorFlow). The two take turns
 round by round (fused-lif, snnTorch, SpikingJelly, fused-lif, ...;
@@ -21,20 +28,20 @@ here for every library (a peer's round includes its request's round trip
 through the worker's pipes, one JSON line each way), and the table gives the
 median over rounds of the time per call.
 
-The same network everywhere: x [batch, time, inputs] -> Linear -> LIF(hidden)
--> Linear -> LIF(outputs); each Linear is one GEMM over all time steps; the
-same initial weights and input spikes; loss = Keras' categorical
-cross-entropy of softmax(output spike counts) (in a tf.function Keras takes
-it from the softmax's logits: -sum(y log_softmax(counts)), unclipped);
-Adam(lr=1e-3, eps=1e-7). The
-LIF neuron is the seed's: u = v * (1 - 1/tau) + I, tau = 20; s = [u > 1];
-v = u * (1 - s) (reset to zero, the gradient flowing through the reset);
-surrogate dS/du = 1 / (1 + |10 (u - 1)|)^2 (the seed's fast sigmoid, slope
-10). Each peer is configured to match (`peers_worker.PEERS`, and
-`peers_worker.SEMANTICS` lists every difference that is left). Before timing,
-the forward spikes of each peer from the same weights and inputs are compared
-with fused-lif's, and so are the loss and the gradients: the table says how
-much of each agrees.
+The same network everywhere, e.g. the MLP: x [batch, time, inputs] -> Linear
+-> LIF(hidden) -> Linear -> LIF(outputs); each Linear is one GEMM over all
+time steps; the same initial weights and input spikes; loss = Keras'
+categorical cross-entropy of softmax(output spike counts) (in a tf.function
+Keras takes it from the softmax's logits: -sum(y log_softmax(counts)),
+unclipped); Adam(lr=1e-3, eps=1e-7). The LIF neuron is the seed's: u = v * (1
+- 1/tau) + I, tau = 20; s = [u > 1]; v = u * (1 - s) (reset to zero, the
+gradient flowing through the reset); surrogate dS/du = 1 / (1 + |10 (u -
+1)|)^2 (the seed's fast sigmoid, slope 10). Each peer is configured to match
+(`peers_worker.PEERS`, `peers_torch`; `peers_worker.SEMANTICS` and
+`NETWORK_SEMANTICS` list every difference that is left). Before timing, the
+forward spikes of each peer from the same weights and inputs are compared
+with fused-lif's, layer by layer, and so are the loss and the gradients: the
+table says how much of each agrees.
 """
 
 import argparse
@@ -47,17 +54,18 @@ import tempfile
 
 import numpy as np
 
+import peers_cases
 from harness import machine
-from peers_worker import PEERS, SEMANTICS, pack
+from peers_cases import MAIN, SPARSE, TITLES
+from peers_worker import NETWORK_PEERS, NETWORK_SEMANTICS, PEERS, SEMANTICS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, "peers_worker.py")
 DEFAULT_PEERS_PYTHON = os.path.join(ROOT, ".peers", "bin", "python")
-DEFAULT_SHAPES = ("seed", "medium", "large")
-DEFAULT_PEERS = tuple(PEERS)
-LOADED = 0.10  # other processes' share of the CPUs above which the table warns
-
+DEFAULT_SHAPES = peers_cases.default_shapes("mlp")
+DEFAULT_PEERS = NETWORK_PEERS["mlp"]
+LOADED = machine.LOADED  # other processes' share of the CPUs above which the table warns
 
 
 class PeerProcess:
@@ -107,32 +115,6 @@ class PeerProcess:
                 pass
 
 
-def save_case(path, model, x, y):
-    """The fused model's weights, the inputs, and its forward spikes, loss and
-    gradients from those weights (before any training step): the case file
-    that peers_worker.load_case reads."""
-    import tensorflow as tf
-
-    from fused_lif._bench_model import loss_and_gradients
-
-    hidden_layer, output_layer = model.get_layer("hidden_layer"), model.get_layer("output_layer")
-    hidden = hidden_layer(x)
-    output = output_layer(hidden)
-    _, loss, grads = loss_and_gradients(model)(x, y)
-    names = [v.path for v in model.trainable_variables]
-    expected = [hidden_layer.w.path, hidden_layer.b.path, output_layer.w.path, output_layer.b.path]
-    if names != expected:
-        raise AssertionError(f"unexpected trainable variables {names}")
-    arrays = {"y": y.numpy(), "fused_loss": np.float32(loss)}
-    for key, value in (("x", x), ("fused_hidden", hidden), ("fused_output", output)):
-        arrays[key], arrays[key + "_shape"] = pack(tf.convert_to_tensor(value).numpy())
-    for key, variable in zip(("w1", "b1", "w2", "b2"), model.trainable_variables):
-        arrays[key] = variable.numpy()
-    for key, grad in zip(("g_w1", "g_b1", "g_w2", "g_b2"), grads):
-        arrays[key] = grad.numpy()
-    np.savez(path, **arrays)
-
-
 def _calls_per_round(seconds, target=0.2):
     """Back-to-back calls per timed round, so that one round lasts ~target."""
     return max(1, min(50, int(round(target / max(seconds, 1e-6)))))
@@ -163,35 +145,33 @@ def _round_robin(steps, args, worker, peers, repeats, warmup, progress, label):
     return {n: [t / calls[n] for t in ts] for n, ts in rounds.items()}, calls
 
 
-# fused-lif's step with LIFLayer(spike_input=True) too: the inputs are binary
-# (model_inputs: Bernoulli(0.2)), so its binary-spike matmuls apply. Its
-# currents equal the dense ones to float rounding; the peers' check compares
-# them with the dense model.
-SPARSE = "fused-lif sparse"
-SPARSE_TITLE = "fused-lif, spike_input=True"
-
-
 def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, threads=2,
-        progress=None):
-    """{"machine": ..., "rows": [one per shape]}: each row has the median
-    seconds per training step of fused-lif and of each peer (interleaved
-    rounds), the speedups, and each peer's agreement with fused-lif."""
+        progress=None, network="mlp"):
+    """{"machine": ..., "network", "peers", "notes", "rows": [one per shape]}:
+    each row has the median seconds per training step of fused-lif's columns
+    and of each peer (interleaved rounds), the peers' speedups (their time
+    over fused-lif's MAIN column, None where it did not run), and each
+    peer's agreement with fused-lif. `shape_names`: names of the network's
+    shapes (peers_cases.shapes), or shapes."""
     import tensorflow as tf
 
     import fused_lif
-    from fused_lif import _bench_model
 
     tensorflow_threads = list(machine.set_threads(threads, threads))
     progress = progress or (lambda message: None)
+    if network not in peers_cases.CASES:
+        raise ValueError(f"unknown network {network!r}; known: {', '.join(peers_cases.CASES)}")
     for name in peers:
-        if name not in PEERS:
-            raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
-    shapes = [_bench_model.get_shape(s) for s in shape_names]
+        if name not in NETWORK_PEERS[network]:
+            raise ValueError(f"unknown peer {name!r} for the {network} network; known: "
+                             f"{', '.join(NETWORK_PEERS[network])}")
+    known = peers_cases.shapes(network)
+    shapes = [known[s] if isinstance(s, str) else s for s in shape_names]
     # Other processes' share of the CPUs; the worker's time counts as ours once
     # close() has waited for it (RUSAGE_CHILDREN).
     load = machine.OtherLoad()
     worker = PeerProcess(peers_python, threads)
-    rows = []
+    rows, notes = [], []
     try:
         info = {"peers": worker.call("versions"), "tensorflow": tf.__version__,
                 "threads": threads, "tensorflow_threads": tensorflow_threads,
@@ -199,41 +179,35 @@ def run(shape_names, peers_python, peers=DEFAULT_PEERS, repeats=5, warmup=2, thr
         with tempfile.TemporaryDirectory(prefix="fused-lif-peers-") as tmp:
             for shape in shapes:
                 label = shape.name
-                progress(f"{label}: building fused-lif's model, checking the peers against it")
-                models = _bench_model.build_models(shape, ("fused", SPARSE), builders={
-                    SPARSE: lambda s: fused_lif.create_snn_model(
-                        s.inputs, s.hidden, s.outputs, s.time, implementation="fused",
-                        spike_input=True)})
-                model = models["fused"]
-                x, y = _bench_model.model_inputs(shape)
-                case = os.path.join(tmp, f"{label}.npz")
-                save_case(case, model, x, y)
-                shape_dict = {k: getattr(shape, k) for k in
-                              ("name", "batch", "time", "inputs", "hidden", "outputs")}
-                checks = worker.call("setup", shape=shape_dict, case=case,
-                                     peers=list(peers))["checks"]
-                os.remove(case)
-                steps = {"fused-lif": _bench_model.training_step(model),
-                         SPARSE: _bench_model.training_step(models[SPARSE])}
+                progress(f"{label}: building fused-lif's {network} model, checking the peers "
+                         "against it")
+                case = peers_cases.CASES[network](shape)
+                path = os.path.join(tmp, f"{label}.npz")
+                peers_cases.save_case(path, case)
+                checks = worker.call("setup", shape=case.shape, case=path, peers=list(peers),
+                                     network=network)["checks"]
+                os.remove(path)
+                notes += [n for n in case.notes if n not in notes]
 
                 progress(f"{label}: warm-up")
-                times, calls = _round_robin(steps, (x, y), worker, peers, repeats, warmup,
-                                            progress, label)
+                times, calls = _round_robin(case.steps, case.inputs, worker, peers, repeats,
+                                            warmup, progress, label)
                 medians = {name: statistics.median(t) for name, t in times.items()}
+                main = medians.get(MAIN)
                 rows.append({
-                    "shape": label, "batch": shape.batch, "time": shape.time,
-                    "inputs": shape.inputs, "hidden": shape.hidden, "outputs": shape.outputs,
+                    **case.shape, "shape": label,
                     "step_ms": {name: 1e3 * m for name, m in medians.items()},
                     "min_ms": {name: 1e3 * min(t) for name, t in times.items()},
                     "rounds": repeats, "calls_per_round": calls,
-                    "speedup": {name: medians[name] / medians["fused-lif"] for name in peers},
+                    "speedup": {name: medians[name] / main if main else None for name in peers},
                     "checks": checks,
                 })
-                del model, models, steps
+                del case
     finally:
         worker.close()
     info["other_load"] = load.fraction()
-    return {"machine": info, "peers": list(peers), "rows": rows}
+    return {"machine": info, "network": network, "peers": list(peers), "notes": notes,
+            "rows": rows}
 
 
 def _ms(value):
@@ -243,33 +217,40 @@ def _ms(value):
 def format_markdown(result):
     """The timing table and the agreement table, as markdown."""
     peers = result["peers"]
-    sparse = any(SPARSE in row["step_ms"] for row in result["rows"])
-    header = (["shape", "fused-lif"] + [PEERS[p][0] for p in peers]
-              + [f"vs {PEERS[p][0]}" for p in peers]
-              + ([SPARSE_TITLE, "its speedup over the fastest peer"] if sparse else []))
+    rows = result["rows"]
+    main = any(MAIN in row["step_ms"] for row in rows)
+    extra = [k for k in TITLES if any(k in row["step_ms"] for row in rows)]
+    header = (["shape"] + (["fused-lif"] if main else []) + [PEERS[p][0] for p in peers]
+              + ([f"vs {PEERS[p][0]}" for p in peers] if main else []))
+    for key in extra:
+        header += [TITLES[key], "its speedup over the fastest peer"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in result["rows"]:
-        cells = [row["shape"], _ms(row["step_ms"]["fused-lif"])]
-        cells += [_ms(row["step_ms"][p]) for p in peers]
-        cells += [f"{row['speedup'][p]:.2f}x" for p in peers]
-        if sparse:
-            fastest = min(row["step_ms"][p] for p in peers)
-            cells += [_ms(row["step_ms"][SPARSE]), f"{fastest / row['step_ms'][SPARSE]:.2f}x"]
+    for row in rows:
+        ms = row["step_ms"]
+        fastest = min(ms[p] for p in peers)
+        cells = [row["shape"]] + ([_ms(ms[MAIN]) if MAIN in ms else "-"] if main else [])
+        cells += [_ms(ms[p]) for p in peers]
+        if main:
+            cells += ["-" if row["speedup"][p] is None else f"{row['speedup'][p]:.2f}x"
+                      for p in peers]
+        for key in extra:
+            cells += [_ms(ms[key]), f"{fastest / ms[key]:.2f}x"] if key in ms else ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| shape | peer | hidden spikes equal | output spikes equal | spike counts "
-              "fused / peer (hidden; output) | loss fused / peer | gradients: max rel. diff, "
-              "min cosine |", "|---|---|---|---|---|---|---|"]
-    for row in result["rows"]:
+    lines += ["", "| shape | peer | spikes equal, per layer | spike counts fused / peer | "
+              "loss fused / peer | gradients: max rel. diff, min cosine |",
+              "|---|---|---|---|---|---|"]
+    for row in rows:
         for p in peers:
             c = row["checks"][p]
-            h, o, g = c["hidden"], c["output"], c["gradients"]
+            layers, g = c["layers"], c["gradients"]
             lines.append(
-                f"| {row['shape']} | {PEERS[p][0]} | {100 * h['equal_fraction']:.4f}% "
-                f"| {100 * o['equal_fraction']:.4f}% "
-                f"| {h['fused_count']:,} / {h['peer_count']:,}; "
-                f"{o['fused_count']:,} / {o['peer_count']:,} "
-                f"| {c['fused_loss']:.6f} / {c['loss']:.6f} "
+                f"| {row['shape']} | {PEERS[p][0]} | "
+                + ", ".join(f"{k} {100 * a['equal_fraction']:.4f}%" for k, a in layers.items())
+                + " | " + "; ".join(f"{k} {a['fused_count']:,} / {a['peer_count']:,}"
+                                    for k, a in layers.items())
+                + f" | {c['fused_loss']:.6f} / {c['loss']:.6f} "
                 f"| {g['max_rel_diff']:.2g}, {g['min_cosine']:.6f} |")
+    lines += [f"\nNote: {n}" for n in result.get("notes", [])]
     m = result["machine"]
     load = m.get("other_load")
     lines += ["", f"torch {m['peers']['torch']}, snnTorch {m['peers']['snntorch']}, "
@@ -285,12 +266,12 @@ def format_markdown(result):
     return "\n".join(lines)
 
 
-def format_semantics(peers):
-    """What differs from the seed's network in each peer, as markdown bullets."""
-    lines = ["What differs from the seed's network:"]
-    for key in ("all", *peers):
-        title = "every peer" if key == "all" else PEERS[key][0]
-        lines += [f"- {title}: {text}" for text in SEMANTICS[key]]
+def format_semantics(peers, network="mlp"):
+    """What differs from fused-lif's network in each peer, as markdown bullets."""
+    lines = [f"What differs from fused-lif's {network} network:"]
+    lines += [f"- every peer: {text}" for text in SEMANTICS["all"] + NETWORK_SEMANTICS[network]]
+    for key in peers:
+        lines += [f"- {PEERS[key][0]}: {text}" for text in SEMANTICS[key]]
     return "\n".join(lines)
 
 
@@ -303,12 +284,17 @@ def main(argv=None):
     parser.add_argument("--peers-python", default=DEFAULT_PEERS_PYTHON,
                         help="python of the venv with torch, snntorch and spikingjelly "
                              "(default: .peers/bin/python in the checkout)")
-    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES),
-                        help="comma-separated names from fused_lif._bench_model.SHAPES, or 'all' "
-                             f"(default {','.join(DEFAULT_SHAPES)})")
-    parser.add_argument("--peers", default=",".join(DEFAULT_PEERS),
-                        help=f"comma-separated, from {', '.join(PEERS)} "
-                             f"(default {','.join(DEFAULT_PEERS)})")
+    parser.add_argument("--network", default="mlp", choices=peers_cases.NETWORKS,
+                        help="the seed's MLP (default), the spiking CNN, or the recurrent "
+                             "network")
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated names of the network's shapes, or 'all' "
+                             "(mlp: fused_lif._bench_model.SHAPES, default "
+                             f"{','.join(DEFAULT_SHAPES)}; conv, recurrent: all of theirs)")
+    parser.add_argument("--peers", default=None,
+                        help="comma-separated, of the network's: "
+                             + "; ".join(f"{n}: {','.join(p)}" for n, p in NETWORK_PEERS.items())
+                             + " (default all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up rounds (default 2)")
     parser.add_argument("--threads", type=int, default=2,
@@ -319,23 +305,27 @@ def main(argv=None):
     if args.threads < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--threads and --repeats must be >= 1, --warmup >= 0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from fused_lif._bench_model import SHAPES
-
-    names = list(SHAPES) if args.shapes == "all" else [s for s in args.shapes.split(",") if s]
-    unknown = [s for s in names if s not in SHAPES]
+    known = peers_cases.shapes(args.network)
+    shapes = args.shapes or ",".join(peers_cases.default_shapes(args.network))
+    names = list(known) if shapes == "all" else [s for s in shapes.split(",") if s]
+    unknown = [s for s in names if s not in known]
     if unknown or not names:
-        parser.error(f"--shapes: unknown {unknown or names}; known: {', '.join(SHAPES)}")
-    peers = [p for p in args.peers.split(",") if p]
-    if not peers or any(p not in PEERS for p in peers):
-        parser.error(f"--peers: {args.peers!r}; known: {', '.join(PEERS)}")
+        parser.error(f"--shapes: unknown {unknown or names} for the {args.network} network; "
+                     f"known: {', '.join(known)}")
+    allowed = NETWORK_PEERS[args.network]
+    peers = [p for p in (args.peers or ",".join(allowed)).split(",") if p]
+    if not peers or any(p not in allowed for p in peers):
+        parser.error(f"--peers: {args.peers!r}; known for the {args.network} network: "
+                     f"{', '.join(allowed)}")
     if not os.path.isfile(args.peers_python):
         parser.error(f"--peers-python {args.peers_python!r} does not exist; create the "
                      f"peers venv first:\n  {parser.epilog.split(': ', 1)[1]}")
     result = run(names, args.peers_python, peers, repeats=args.repeats, warmup=args.warmup,
-                 threads=args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True))
+                 threads=args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                 network=args.network)
     print(format_markdown(result))
     print()
-    print(format_semantics(peers))
+    print(format_semantics(peers, args.network))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

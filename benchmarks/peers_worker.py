@@ -1,7 +1,9 @@
-"""The peers' side of benchmarks/peers.py: the seed's 2-layer SNN in snnTorch
-and SpikingJelly, configured to match fused-lif's (`PEERS`; `SEMANTICS` lists
-what still differs), checked against fused-lif's forward and gradients, and
-their training steps run on request.
+"""The peers' side of benchmarks/peers.py: the seed's 2-layer SNN, the
+spiking CNN and the recurrent network (peers_torch.py) in snnTorch and
+SpikingJelly, configured to match fused-lif's (`PEERS`, `NETWORK_PEERS`;
+`SEMANTICS` and `NETWORK_SEMANTICS` list what still differs), checked
+against fused-lif's forward and gradients, and their training steps run on
+request.
 
 Runs under the peers venv's python (torch, snnTorch, SpikingJelly; never
 TensorFlow), started by peers.py's `PeerProcess`:
@@ -24,12 +26,7 @@ import sys
 
 import numpy as np
 
-# The seed's neuron and training (see the notebook and fused_lif.reference).
-TAU = 20.0
-THRESHOLD = 1.0
-ALPHA = 10.0           # the fast sigmoid's slope
-LEARNING_RATE = 1e-3
-ADAM_EPSILON = 1e-7    # Keras' default (torch's is 1e-8)
+from peers_torch import ADAM_EPSILON, LAYERS, LEARNING_RATE, build, torch_loss
 
 # name: (column title, how the peer runs the seed's neuron)
 PEERS = {
@@ -42,6 +39,18 @@ PEERS = {
     "spikingjelly-exact": ("SpikingJelly (exact surrogate)",
                            "neuron.LIFNode as above with the seed's fast sigmoid as a "
                            "custom surrogate: SpikingJelly's autograd reference path"),
+    "snntorch-rleaky": ("snnTorch RLeaky",
+                        "snntorch.RLeaky(all_to_all=True, linear_features=hidden, options as "
+                        "Leaky's) with its recurrent nn.Linear without a bias, a Python "
+                        "loop over time; the readout a Leaky"),
+}
+
+# The peers of each network (peers_torch.BUILDERS): SpikingJelly's recurrent
+# containers run single-step only, so the recurrent network is snnTorch's.
+NETWORK_PEERS = {
+    "mlp": ("snntorch", "spikingjelly", "spikingjelly-exact"),
+    "conv": ("snntorch", "spikingjelly", "spikingjelly-exact"),
+    "recurrent": ("snntorch-rleaky",),
 }
 
 # What still differs from the seed's network after configuring each peer.
@@ -75,158 +84,81 @@ SEMANTICS = {
         "with the seed's spike [u - 1 > 0]), which sends LIFNode down its autograd reference "
         "path instead of its registered op.",
     ],
+    "snntorch-rleaky": [
+        "RLeaky charges beta * mem + I + recurrent(s[t-1]), where recurrent is an "
+        "nn.Linear(hidden, hidden) with a bias by default: replaced by one without, whose "
+        "weight is fused-lif's recurrent_kernel transposed, so the currents are fused-lif's "
+        "I[t] = x[t] @ w + b + s[t-1] @ R, summed in another order (float rounding). Spike, "
+        "reset and surrogate as snnTorch's Leaky.",
+    ],
+}
+
+# What differs in a network beyond the neurons (every peer).
+NETWORK_SEMANTICS = {
+    "mlp": [],
+    "conv": [
+        "torch's convolutions are NCHW (fused-lif's NHWC): the input is transposed once, "
+        "outside the step; the readout's weight rows are permuted once from Keras' (h, w, c) "
+        "flattening order to torch's (c, h, w). snnTorch's convolutions and poolings run on "
+        "[batch·time, C, H, W] (time folded into the batch, as fused-lif's TimeFolded and "
+        "SpikingJelly's multi-step layers), its Leaky neurons in a loop over time.",
+        "The convolutions are torch's too: like the GEMMs, equal to fused-lif's to float "
+        "rounding, so a spike can flip, and a flip in the first layer moves the layers "
+        "after it.",
+    ],
+    "recurrent": [],
 }
 
 
-
-def _torch_loss(output_counts, y):
-    """The seed's loss, batch mean: Keras' categorical_crossentropy(y,
-    softmax(counts)), which Keras computes inside a tf.function (as every
-    training step is) from the softmax's logits, unclipped:
-    -sum(y * log_softmax(counts))."""
-    import torch
-
-    return torch.nn.functional.cross_entropy(output_counts, y)
-
-
-def _seed_fast_sigmoid():
-    """The seed's spike as a SpikingJelly surrogate module: forward [x > 0],
-    backward 1 / (1 + |alpha x|)^2."""
-    import torch
-
-    class FastSigmoidSpike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return (x > 0).to(x.dtype)
-
-        @staticmethod
-        def backward(ctx, grad_output):
-            (x,) = ctx.saved_tensors
-            return grad_output / (1.0 + (ALPHA * x).abs()) ** 2
-
-    class SeedFastSigmoid(torch.nn.Module):
-        def forward(self, x):
-            return FastSigmoidSpike.apply(x)
-
-    return SeedFastSigmoid()
-
-
-def _snntorch_net(shape):
-    import snntorch
-    import torch
-    from snntorch import surrogate
-
-    class Net(torch.nn.Module):
-        """[batch, time, inputs] -> (hidden, output) spikes [batch, time, n]."""
-
-        def __init__(self):
-            super().__init__()
-            self.fc1 = torch.nn.Linear(shape["inputs"], shape["hidden"])
-            self.fc2 = torch.nn.Linear(shape["hidden"], shape["outputs"])
-            self.lif1, self.lif2 = (
-                snntorch.Leaky(beta=1.0 - 1.0 / TAU, threshold=THRESHOLD,
-                               spike_grad=surrogate.fast_sigmoid(slope=ALPHA),
-                               reset_mechanism="zero", reset_delay=False)
-                for _ in range(2))
-
-        @staticmethod
-        def scan(lif, currents):
-            # unbind, not currents[:, t]: each slice's backward would fill a
-            # zero tensor of the whole sequence (quadratic in time).
-            mem = lif.reset_mem()
-            spikes = []
-            for current in currents.unbind(1):
-                spike, mem = lif(current, mem)
-                spikes.append(spike)
-            return torch.stack(spikes, dim=1)
-
-        def forward(self, x):
-            hidden = self.scan(self.lif1, self.fc1(x))
-            return hidden, self.scan(self.lif2, self.fc2(hidden))
-
-    return Net()
-
-
-def _spikingjelly_net(shape, exact):
-    import torch
-    from spikingjelly.activation_based import layer, neuron, surrogate
-
-    def lif():
-        spike = _seed_fast_sigmoid() if exact else surrogate.SoftSign(alpha=ALPHA)
-        return neuron.LIFNode(tau=TAU, decay_input=False, v_threshold=THRESHOLD, v_reset=0.0,
-                              surrogate_function=spike, detach_reset=False, step_mode="m")
-
-    class Net(torch.nn.Module):
-        """[time, batch, inputs] -> (hidden, output) spikes [time, batch, n]."""
-
-        def __init__(self):
-            super().__init__()
-            self.fc1 = layer.Linear(shape["inputs"], shape["hidden"], step_mode="m")
-            self.fc2 = layer.Linear(shape["hidden"], shape["outputs"], step_mode="m")
-            self.lif1, self.lif2 = lif(), lif()
-
-        def forward(self, x):
-            hidden = self.lif1(self.fc1(x))
-            return hidden, self.lif2(self.fc2(hidden))
-
-    return Net()
-
-
 class PeerStep:
-    """One peer's network with the given weights, its data and its training
-    step (forward, loss, backward, Adam)."""
+    """One peer's `network` (peers_torch) with the case's weights, its data
+    and its training step (forward, loss, backward, Adam)."""
 
-    def __init__(self, name, shape, data):
+    def __init__(self, name, network, shape, data):
+        if name not in PEERS:
+            raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+        if name not in NETWORK_PEERS.get(network, ()):
+            raise ValueError(f"{name!r} has no {network!r} network; it has: "
+                             f"{', '.join(NETWORK_PEERS.get(network, ())) or 'none'} "
+                             f"(networks: {', '.join(NETWORK_PEERS)})")
         import torch
 
-        self.name = name
-        self.time_major = name.startswith("spikingjelly")
-        if name == "snntorch":
-            self.net = _snntorch_net(shape)
-        elif self.time_major:
-            self.net = _spikingjelly_net(shape, exact=name == "spikingjelly-exact")
-        else:
-            raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
-        with torch.no_grad():  # Keras' w is [in, out]; torch's Linear weight is [out, in]
-            for linear, (w, b) in ((self.net.fc1, ("w1", "b1")), (self.net.fc2, ("w2", "b2"))):
-                linear.weight.copy_(torch.from_numpy(data[w].T.copy()))
-                linear.bias.copy_(torch.from_numpy(data[b]))
-        x = torch.from_numpy(data["x"])
-        self.x = x.transpose(0, 1).contiguous() if self.time_major else x
+        self.name, self.network = name, network
+        self.net = build(network, shape, name)
+        self.net.load(*(data[f"param_{i}"] for i in range(int(data["params"]))))
+        self.x = self.net.prepare(torch.from_numpy(data["x"]))
         self.y = torch.from_numpy(data["y"])
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=LEARNING_RATE,
                                           eps=ADAM_EPSILON)
 
     def _reset(self):
-        if self.time_major:
+        if self.net.time_major:
             from spikingjelly.activation_based import functional
 
             functional.reset_net(self.net)
 
+    def _loss(self, output):
+        return torch_loss(output.sum(dim=0 if self.net.time_major else 1), self.y)
+
     def forward(self):
-        """(hidden, output) spikes [batch, time, n] and the loss."""
-        hidden, output = self.net(self.x)
+        """(spikes of each of LAYERS[network], batch-major, in fused-lif's
+        layout; the loss)."""
+        spikes = self.net(self.x)
         self._reset()
-        if self.time_major:
-            hidden, output = hidden.transpose(0, 1), output.transpose(0, 1)
-        return hidden, output, _torch_loss(output.sum(dim=1), self.y)
+        return [self.net.batch_major(s) for s in spikes], self._loss(spikes[-1])
 
     def gradients(self):
-        """[dW1, db1, dW2, db2] in Keras' layout, at the current weights."""
+        """The gradients in Keras' layout and order, at the current weights."""
         self.optimizer.zero_grad()
-        _, _, loss = self.forward()
+        _, loss = self.forward()
         loss.backward()
-        grads = [p.grad.numpy().copy() for p in
-                 (self.net.fc1.weight, self.net.fc1.bias, self.net.fc2.weight, self.net.fc2.bias)]
+        grads = self.net.keras_grads()
         self.optimizer.zero_grad()
-        return [grads[0].T, grads[1], grads[2].T, grads[3]]
+        return grads
 
     def step(self):
         self.optimizer.zero_grad()
-        hidden, output = self.net(self.x)
-        counts = output.sum(dim=0 if self.time_major else 1)
-        loss = _torch_loss(counts, self.y)
+        loss = self._loss(self.net(self.x)[-1])
         loss.backward()
         self.optimizer.step()
         self._reset()
@@ -256,11 +188,11 @@ def gradient_agreement(peer_grads, fused_grads):
     return {"max_rel_diff": worst_rel, "min_cosine": worst_cos}
 
 
-# A case file (np.savez, written by peers.py's save_case): y, fused_loss, the
-# weights w1, b1, w2, b2, fused-lif's gradients g_w1, g_b1, g_w2, g_b2, and
-# the spikes x, fused_hidden, fused_output bit-packed by `pack` (KEY and
-# KEY_shape), which `load_case` unpacks.
-PACKED = ("x", "fused_hidden", "fused_output")
+# A case file (np.savez, written by peers_cases.save_case): y, fused_loss;
+# params (their count) and param_0, param_1, ... the weights in Keras' order,
+# grad_0, ... fused-lif's gradients; x and spikes_LAYER for LAYERS[network],
+# bit-packed by `pack` (KEY and KEY_shape), which `load_case` unpacks.
+PACKED = ("x", "spikes_hidden", "spikes_output")  # the MLP's
 
 
 def pack(spikes):
@@ -270,10 +202,11 @@ def pack(spikes):
 
 
 def load_case(path):
-    """The arrays of a case file, its bit-packed spikes unpacked to float32."""
+    """The arrays of a case file, its bit-packed spikes (every KEY with a
+    KEY_shape) unpacked to float32."""
     with np.load(path) as f:
         data = {k: f[k] for k in f.files}
-    for key in PACKED:
+    for key in [k[:-len("_shape")] for k in data if k.endswith("_shape")]:
         shape = tuple(data.pop(key + "_shape"))
         data[key] = np.unpackbits(data[key], count=int(np.prod(shape))).reshape(shape).astype(
             np.float32)
@@ -305,21 +238,22 @@ class Worker:
                 "python": sys.version.split()[0],
                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 
-    def setup(self, shape, case, peers):
-        """Builds each peer from the case's weights and compares its forward
-        spikes, loss and gradients with fused-lif's."""
+    def setup(self, shape, case, peers, network="mlp"):
+        """Builds each peer's `network` from the case's weights and compares
+        its forward spikes (each of LAYERS[network]), loss and gradients with
+        fused-lif's."""
         data = load_case(case)
         self.prepared, checks = {}, {}
+        fused_grads = [data[f"grad_{i}"] for i in range(int(data["params"]))]
         for name in peers:
-            step = PeerStep(name, shape, data)
-            hidden, output, loss = step.forward()
+            step = PeerStep(name, network, shape, data)
+            spikes, loss = step.forward()
             grads = step.gradients()
             checks[name] = {
-                "hidden": agreement(hidden.detach().numpy(), data["fused_hidden"]),
-                "output": agreement(output.detach().numpy(), data["fused_output"]),
+                "layers": {layer: agreement(s.detach().numpy(), data[f"spikes_{layer}"])
+                           for layer, s in zip(LAYERS[network], spikes)},
                 "loss": loss.item(), "fused_loss": float(data["fused_loss"]),
-                "gradients": gradient_agreement(
-                    grads, [data[k] for k in ("g_w1", "g_b1", "g_w2", "g_b2")]),
+                "gradients": gradient_agreement(grads, fused_grads),
             }
             self.prepared[name] = step
         return {"checks": checks}

@@ -13,6 +13,7 @@ import json
 import sys
 
 from fused_lif._bench_model import FLOOR_GEMMS
+from ratios_networks import break_even, network_rows  # noqa: F401 (break_even: ratios.break_even)
 
 # The performance targets that `ratio_table` checks. The bounds they compare
 # with (the step without the scan; the GEMM floor, its GEMMs one at a time)
@@ -29,6 +30,11 @@ TARGETS = {
     "memory_ratio": 0.4,        # peak host memory fused / reference: <=
     "options_ratio": 1.2,       # fused fwd+bwd, atan+subtract+per-neuron tau / default: <=
     "dfa_ratio": 1.0,           # DFA training step / backprop step (fused), medium & large: <
+    # The spiking CNN and the recurrent network (ratios_networks.py):
+    "conv_no_scan_ratio": 1.15,     # spiking CNN step, fused / every LIF a ReLU: <=
+    "conv_reference_ratio": 3.0,    # spiking CNN step, reference / fused: >=
+    "recurrent_ff_ratio": 1.3,      # recurrent step, fused recurrent / fused feed-forward: <=
+    "recurrent_reference_ratio": 3.0,  # recurrent step, reference / fused recurrent: >=
 }
 
 # The shapes the GEMM floor targets are for.
@@ -41,23 +47,6 @@ FLOOR_CHECK_MIN_SECONDS = 0.010
 # Input density of the sparse-input training step's target (rate-coded MNIST:
 # about 10% ones).
 SPIKE_INPUT_DENSITY = 0.1
-
-
-def break_even(points):
-    """The density where spike_matmul stops beating the dense GEMM: points
-    [(density, dense seconds, sparse seconds)] ascending; linear interpolation
-    of sparse / dense between the two points around 1. None if sparse wins at
-    every point; the first density if it loses at every point."""
-    prev = None
-    for density, dense, sparse in points:
-        ratio = sparse / dense
-        if ratio >= 1.0:
-            if prev is None:
-                return density
-            d0, r0 = prev
-            return d0 + (1.0 - r0) * (density - d0) / (ratio - r0)
-        prev = (density, ratio)
-    return None
 
 
 def _by_info(benchmarks, **match):
@@ -102,6 +91,12 @@ def ratio_table(data):
             "goal": "-" if info else (">= " if higher else "<= ") + fmt.format(goal),
             "verdict": "-" if info else _verdict(value, goal, higher), "detail": detail,
         })
+
+    def not_run(target, shape, goal, higher, detail, fmt="{:.2f}x"):
+        """A target's row where its benchmarks are missing from the run."""
+        rows.append({"target": target, "shape": shape, "measured": None, "measured_text": "-",
+                     "goal": (">= " if higher else "<= ") + fmt.format(goal),
+                     "verdict": "not run", "detail": detail})
 
     shapes = []
     for b in benches:
@@ -160,11 +155,9 @@ def ratio_table(data):
                 f"sparse {1e3 * seconds:.2f} ms, dense floor {1e3 * floor:.2f} ms (5 GEMMs)"
                 + ("" if density is None else f"; input density {density:.0%}"))
         else:
-            rows.append({
-                "target": target, "shape": shape, "measured": None, "measured_text": "-",
-                "goal": f"<= {TARGETS['sparse_floor_ratio']:.2f}x", "verdict": "not run",
-                "detail": "needs the sparse training step (implementation \"fused-sparse\") "
-                          "and the GEMM floor at this shape in the same run"})
+            not_run(target, shape, TARGETS["sparse_floor_ratio"], False,
+                    "needs the sparse training step (implementation \"fused-sparse\") "
+                    "and the GEMM floor at this shape in the same run")
 
     # spike_input="auto" against dense at every input density measured: it
     # must never cost more than 5% over dense (its density pass), whichever
@@ -278,12 +271,19 @@ def ratio_table(data):
         add("seed notebook model.fit epoch: reference / fused", "seed", ref / fused, 0, True,
             detail, info=True)
 
+    # The spiking CNN, the recurrent network and its density sweep.
+    network_rows(benches, rows, add, not_run, TARGETS)
+    return rows, markdown(rows)
+
+
+def markdown(rows):
+    """Rows of `ratio_table` as a markdown table."""
     lines = ["| target | shape | measured | goal | verdict | detail |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['target']} | {r['shape']} | {r['measured_text']} | {r['goal']} | "
                      f"{r['verdict']} | {r['detail']} |")
-    return rows, "\n".join(lines)
+    return "\n".join(lines)
 
 
 def _percent(value):

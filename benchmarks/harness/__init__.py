@@ -10,6 +10,12 @@ round-robin timing, the step table), which `fused-lif bench` uses alone.
   DFA, the notebook's model.fit; the checks that the GEMM floor and the bound
   run their GEMMs as a step does.
 - `memory`: peak host memory of one layer's step, in a fresh process.
+- `conv_level`: the spiking CNN (create_conv_snn_model) fused, reference,
+  every LIF a ReLU (the no-scan bound), with TimeDistributed synapses.
+- `recurrent_level`: the recurrent network (LIFLayer(recurrent=True)) fused,
+  reference and feed-forward; the recurrent forward's density sweep.
+- `interleaved`: the scripts' round-robin runs as a benchmark JSON that
+  ratios.py reads.
 
 The targets and their ratio table are in `benchmarks/ratios.py`. Used by the
 pytest-benchmark suite (benchmarks/test_bench_*.py) and the scripts beside it,

@@ -7,6 +7,9 @@ import resource
 import time
 import warnings
 
+# Other processes' share of the CPUs above which a run is marked as loaded.
+LOADED = 0.10
+
 
 def set_threads(intra_op=None, inter_op=None):
     """Sets TensorFlow's intra-op and inter-op pools (None or 0: leaves one
