@@ -13,7 +13,7 @@ import fused_lif
 import recurrent_oracle
 from conftest import assert_close_scaled, run_python
 
-IMPLEMENTATIONS = ["fused", "reference"]
+BACKENDS = ["fused", "reference"]
 
 
 def grid_layer(units, features, implementation, seed=0, **kwargs):
@@ -43,7 +43,7 @@ def test_not_recurrent_keeps_the_seed_weights():
                                                "membrane_state", "spikes_state"]
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", BACKENDS)
 @pytest.mark.parametrize("reset", ["zero", "subtract", "none"])
 def test_spikes_equal_the_oracle_exactly(implementation, reset):
     layer = grid_layer(9, 6, implementation, tau=4.0, reset=reset, return_state=True)
@@ -70,7 +70,7 @@ def test_fused_gradients_equal_the_reference(surrogate, reset, detach_reset):
     v0 = tf.constant(np.random.default_rng(3).integers(-4, 8, (4, 7)).astype(np.float32) / 8)
     s0 = tf.constant((np.random.default_rng(4).random((4, 7)) < 0.3).astype(np.float32))
     results = []
-    for implementation in IMPLEMENTATIONS:
+    for implementation in BACKENDS:
         layer = grid_layer(7, 5, implementation, seed=5, **kwargs)
         with tf.GradientTape() as tape:
             tape.watch([x, v0, s0])
@@ -89,7 +89,7 @@ def test_fused_gradients_equal_the_reference(surrogate, reset, detach_reset):
         assert_close_scaled(a, b, 1e-5, name)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", BACKENDS)
 def test_chunks_with_explicit_state_equal_one_run(implementation):
     layer = grid_layer(8, 4, implementation, tau=2.0, return_state=True)
     x = grid_x((2, 30, 4), seed=6)
@@ -103,7 +103,7 @@ def test_chunks_with_explicit_state_equal_one_run(implementation):
     np.testing.assert_array_equal(state[1].numpy(), last.numpy())
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", BACKENDS)
 def test_stateful_chunks_in_graph_mode_equal_one_run(implementation):
     x = grid_x((3, 24, 4), seed=7)
     whole = grid_layer(6, 4, implementation, tau=4.0)(x).numpy()
