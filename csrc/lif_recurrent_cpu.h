@@ -20,11 +20,13 @@
 //   then dL/ds[-1] = gI[0] · Rᵀ and the parameter sums (lif_cpu.h's).
 //
 // Why no tiling over neurons with a barrier per step at small batch: a step
-// of one row is short (N = 256, 10% spikes: about 6,000 adds in the forward,
-// N² = 65,536 multiply-adds in the backward: 0.1-3 µs on one core), the
-// order of a barrier handed through TensorFlow's thread pool (a few µs per
-// wake-up), so that splitting a row's neurons over threads would mostly add
-// synchronisation; at batch ≥ the thread count the rows keep every thread busy.
+// of one row is short (N = 256 at 10% spikes: about 6,000 adds in the
+// forward, N² = 65,536 multiply-adds in the backward), no longer than
+// handing a barrier through TensorFlow's thread pool, which wakes its
+// threads through the OS, so that splitting a row's neurons over threads
+// would mostly add synchronisation (and a per-thread split of the row sums
+// would have to keep their order); at batch >= the thread count the rows
+// keep every thread busy.
 #ifndef FUSED_LIF_LIF_RECURRENT_CPU_H_
 #define FUSED_LIF_LIF_RECURRENT_CPU_H_
 
