@@ -1,4 +1,4 @@
-"""The recurrent LIF forward at hidden spike rates 2-40%: the fused op's
+"""The recurrent LIF forward at hidden spike rates 2-60%: the fused op's
 row sums (`fused_lif.recurrent.recurrent_lif_scan`: the rows of R of the
 neurons that spiked at t-1) against a dense per-step matmul s[t-1] @ R.
 

@@ -103,7 +103,8 @@ def hidden_spike_rate(model, x):
 
 # ------------------------------------------------------ the density sweep --
 
-DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
+# Hidden spike rates: 2-40%, and 50-60% to find where the row sum stops paying.
+DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 # The hidden layers of RECURRENT_SHAPES: [batch, time, neurons].
 SWEEP_SHAPES = {name: (s.batch, s.time, s.hidden) for name, s in RECURRENT_SHAPES.items()}
 DRIVE = 2.0              # the current that makes a neuron fire at once, from rest
