@@ -8,6 +8,8 @@ and the share of the machine other processes used meanwhile.
     python benchmarks/profile_recurrent.py                        # (64,100,256), (32,250,128)
     python benchmarks/profile_recurrent.py --shapes 8x100x1024 --threads 1
     python benchmarks/profile_recurrent.py --rate 0.2             # denser recurrent spikes
+    python benchmarks/profile_recurrent.py --threads 1 --cpu-time # this process's CPU time
+                                         # per call: steadier than wall time on a busy machine
     FUSED_LIF_OP_LIBRARY=/path/to/_lif_ops.so python benchmarks/profile_recurrent.py
 
 Inputs: currents ~ N(mean, 0.5) and R ~ N(0, 0.5/√N), the mean set by
@@ -25,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as bm  # noqa: E402
+from harness import machine  # noqa: E402
 
 DEFAULT_SHAPES = ["64x100x256", "32x250x128"]
 
@@ -90,14 +92,27 @@ def inputs(shape, rate, seed=0):
     return x, tf.constant(kernel), grad, got
 
 
+def process_seconds():
+    """This process's CPU time (user + system), in seconds."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def profile(args):
-    bm.set_threads(args.threads)
+    machine.set_threads(args.threads)
     import tensorflow as tf
 
+    from fused_lif._bench import warm_up
+
+    clock = process_seconds if args.cpu_time else time.perf_counter
+    unit = "cpu ms" if args.cpu_time else "ms"
     print(f"TensorFlow {tf.__version__}, {args.threads or 'default'} intra-op threads, "
-          f"median of {args.repeats} alternating calls")
-    print(f"{'shape':>14} {'pass':>17} {'recurrent ms':>13} {'plain ms':>9} {'ratio':>6} "
-          f"{'spikes':>7} {'other load':>10}")
+          f"median of {args.repeats} alternating calls, "
+          f"{'process CPU time' if args.cpu_time else 'wall time'} per call")
+    print(f"{'shape':>14} {'pass':>17} {'recurrent ' + unit:>17} {'plain ' + unit:>13} "
+          f"{'ratio':>6} {'spikes':>7} {'other load':>10}")
     fns = functions()
     for text in args.shapes:
         shape = parse_shape(text)
@@ -106,18 +121,18 @@ def profile(args):
             extra = (grad,) if name != "forward" else ()
             calls = [lambda: recurrent(x, kernel, *extra), lambda: plain(x, kernel, *extra)]
             for call in calls:
-                bm.warm_up(lambda: call(), (), 3)
+                warm_up(call, (), 3)
             times = [[], []]
-            load = bm.OtherLoad()
+            load = machine.OtherLoad()
             for _ in range(args.repeats):
                 for i, call in enumerate(calls):
-                    start = time.perf_counter()
+                    start = clock()
                     out = call()
                     _ = [t.numpy() for t in tf.nest.flatten(out)][:0]
-                    times[i].append(time.perf_counter() - start)
+                    times[i].append(clock() - start)
             other = load.fraction()
             rec, pl = (1e3 * statistics.median(t) for t in times)
-            print(f"{text:>14} {name:>17} {rec:13.2f} {pl:9.2f} {rec / pl:6.2f} {rate:7.1%} "
+            print(f"{text:>14} {name:>17} {rec:17.2f} {pl:13.2f} {rec / pl:6.2f} {rate:7.1%} "
                   f"{'?' if other is None else f'{other:.0%}':>10}")
 
 
@@ -127,6 +142,9 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--rate", type=float, default=0.1, help="target spike rate")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time calls by this process's CPU time (with --threads 1: the work "
+                             "itself, whatever else runs on the machine)")
     profile(parser.parse_args())
 
 

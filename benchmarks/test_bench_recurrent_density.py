@@ -35,7 +35,7 @@ import pytest
 from harness import interleaved, machine, recurrent_level
 from harness.recurrent_level import DENSITIES, SWEEP_SHAPES
 
-IMPLEMENTATIONS = ("fused-recurrent", "fused", "dense-steps", "dense-gemm",
+VARIANTS = ("fused-recurrent", "fused", "dense-steps", "dense-gemm",
                    "reference-recurrent")
 DENSE = ("dense-steps", "dense-gemm")  # multiply the spikes (the mask)
 
@@ -88,7 +88,7 @@ def _info(sweep_shape, implementation, density, mask):
                 measured_density=float(np.mean(mask)))
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", VARIANTS)
 @pytest.mark.parametrize("density", DENSITIES, ids=lambda d: f"density-{d:g}")
 @pytest.mark.parametrize("sweep_shape", list(SWEEP_SHAPES))
 def test_recurrent_forward_density_sweep(run_benchmark, cache, sweep_shape, density,
@@ -124,7 +124,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"--shapes: unknown {unknown}; known: {', '.join(SWEEP_SHAPES)}")
     scan, why_not = recurrent_level.fused_recurrent_scan()
-    implementations = [i for i in IMPLEMENTATIONS if scan or i != "fused-recurrent"]
+    implementations = [i for i in VARIANTS if scan or i != "fused-recurrent"]
     if why_not:
         print(f"fused-recurrent: not run: {why_not}")
     run = interleaved.Run()

@@ -20,11 +20,13 @@
 //   then dL/ds[-1] = gI[0] · Rᵀ and the parameter sums (lif_cpu.h's).
 //
 // Why no tiling over neurons with a barrier per step at small batch: a step
-// of one row is short (N = 256, 10% spikes: about 6,000 adds in the forward,
-// N² = 65,536 multiply-adds in the backward: 0.1-3 µs on one core), the
-// order of a barrier handed through TensorFlow's thread pool (a few µs per
-// wake-up), so that splitting a row's neurons over threads would mostly add
-// synchronisation; at batch ≥ the thread count the rows keep every thread busy.
+// of one row is short (N = 256 at 10% spikes: about 6,000 adds in the
+// forward, N² = 65,536 multiply-adds in the backward), no longer than
+// handing a barrier through TensorFlow's thread pool, which wakes its
+// threads through the OS, so that splitting a row's neurons over threads
+// would mostly add synchronisation (and a per-thread split of the row sums
+// would have to keep their order); at batch >= the thread count the rows
+// keep every thread busy.
 #ifndef FUSED_LIF_LIF_RECURRENT_CPU_H_
 #define FUSED_LIF_LIF_RECURRENT_CPU_H_
 
@@ -158,8 +160,12 @@ FUSED_LIF_INLINE void grad_rows(const float* const* g, const float* RT, int64_t 
   }
 }
 
-FUSED_LIF_INLINE void grad_rows_any(int64_t rows, const float* const* g, const float* RT,
-                                    int64_t N, float* const* r) {
+// Called, not inlined, by every backward instantiation: it depends on none of
+// their options, so it is compiled once per instruction set (a template only
+// so that the header can define it with target_clones), not 144 times.
+template <int kOnce = 0>
+__attribute__((noinline)) FUSED_LIF_CPU_DISPATCH void grad_rows_any(
+    int64_t rows, const float* const* g, const float* RT, int64_t N, float* const* r) {
   switch (rows) {
     case 1: return grad_rows<1>(g, RT, N, r);
     case 2: return grad_rows<2>(g, RT, N, r);

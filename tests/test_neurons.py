@@ -12,7 +12,7 @@ import fused_lif
 import oracle
 from conftest import assert_close_scaled, make_currents, run_python
 
-IMPLEMENTATIONS = ["fused", "reference"]
+BACKENDS = ["fused", "reference"]
 
 
 def flat(x):
@@ -32,7 +32,7 @@ SHAPES = [(3, 7, 5), (2, 6, 4, 3), (2, 5, 3, 4, 3)]  # rank 3, 4 and 5
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
 @pytest.mark.parametrize("per_channel", [False, True], ids=["scalar", "per_channel"])
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", BACKENDS)
 def test_forward_matches_oracle(shape, per_channel, implementation):
     channels = shape[-1]
     tau = list(np.linspace(2.0, 30.0, channels)) if per_channel else 5.0
@@ -93,7 +93,7 @@ def test_fused_equals_reference_with_per_channel_gradients(surrogate, reset):
                   trainable_threshold=True, surrogate=surrogate, reset=reset,
                   return_state=True)
     results = []
-    for implementation in IMPLEMENTATIONS:
+    for implementation in BACKENDS:
         layer = fused_lif.LIF(implementation=implementation, **kwargs)
         v0 = tf.constant(np.random.default_rng(5).normal(0, 0.5, (3, 4, 4, 6)).astype(np.float32))
         with tf.GradientTape() as tape:
@@ -120,7 +120,7 @@ def test_spikes_equal_lif_scan_on_flattened_features():
     np.testing.assert_array_equal(flat(spikes), want)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", BACKENDS)
 def test_stateful_chunks_equal_one_run_in_graph_mode(implementation):
     shape = (2, 30, 3, 3, 2)
     x = make_currents(shape, seed=8, mean=0.2)
@@ -134,7 +134,7 @@ def test_stateful_chunks_equal_one_run_in_graph_mode(implementation):
     np.testing.assert_array_equal(step(x[:, :12]).numpy(), whole[:, :12])
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", BACKENDS)
 def test_return_state_chunks_equal_one_run(implementation):
     x = make_currents((3, 20, 4, 2), seed=9)
     layer = fused_lif.LIF(tau=6.0, return_state=True, implementation=implementation)

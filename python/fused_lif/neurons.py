@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import _params, ops, reference
+from . import _params, ops, recurrent, reference
 from ._library import check_implementation, in_xla_context, resolve_implementation
 
 __all__ = ["LIF", "NeuronLayer", "MinValue"]
@@ -243,12 +243,8 @@ class NeuronLayer(keras.layers.Layer):
                       return_state=True, bias=bias)
         if recurrent_kernel is None:
             return (ops.lif_scan if fused else reference.lif_scan)(currents, **kwargs)
-        if fused:
-            from .recurrent import recurrent_lif_scan
-        else:
-            recurrent_lif_scan = reference.recurrent_lif_scan
-        return recurrent_lif_scan(currents, recurrent_kernel, initial_spikes=initial_spikes,
-                                  **kwargs)
+        scan = recurrent.recurrent_lif_scan if fused else reference.recurrent_lif_scan
+        return scan(currents, recurrent_kernel, initial_spikes=initial_spikes, **kwargs)
 
     def neuron_config(self):
         return dict(tau=self.tau, threshold=self.threshold, alpha=self.alpha,
